@@ -1,0 +1,42 @@
+# The two commands of the README: `make run` (the whole stack) and `make test` (the test suite).
+# Both set everything up on a fresh Debian/Ubuntu machine: system tools, virtualenv, Python deps.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help setup tools venv test run bench eval clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+tools: ## install prometheus, alertmanager, promtool, amtool, docker-compose (Debian) when missing
+	@bash scripts/install_tools.sh
+
+$(STAMP): pyproject.toml
+	@bash scripts/ensure_venv.sh "$(PYTHON)" "$(VENV)"
+	# torch first, pinned: a looser resolution would pull several GB of CUDA wheels on CPU machines.
+	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	@touch $(STAMP)
+
+venv: $(STAMP) ## create the virtualenv and install the Python deps
+
+setup: tools venv ## everything the stack and the tests need
+
+test: setup ## run the whole test suite
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+run: setup ## run the whole stack on localhost (Ctrl-C stops it)
+	$(PY) -m inference_server --config config/inference_server.yaml
+
+bench: setup ## run the benchmarks (prints figures; not part of the tests)
+	$(PY) benchmarks/serving.py
+
+eval: setup ## offline search quality (NDCG@10, MRR) on the Home Depot judgments
+	$(PY) -m inference_server.evaluate
+
+clean: ## remove the virtualenv and caches
+	rm -rf $(VENV) var .pytest_cache

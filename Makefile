@@ -30,7 +30,7 @@ test: setup ## run the whole test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 run: setup ## run the whole stack on localhost (Ctrl-C stops it)
-	$(PY) -m inference_server --config config/inference_server.yaml
+	$(PY) scripts/run_stack.py
 
 bench: setup ## run the benchmarks (prints figures; not part of the tests)
 	$(PY) benchmarks/serving.py

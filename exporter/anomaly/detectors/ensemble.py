@@ -1,0 +1,185 @@
+"""Multi-timescale ensemble with likelihood-style normalisation: the detector tuned on NAB.
+
+Two views of "normal" must both be violated (their deviations are combined with ``min``):
+
+* local: distance from the median of the last ``window`` points, in robust scale units
+  (IQR / 1.349, floored at 0.3 x the window's standard deviation for count-like series);
+* seasonal (when a period is configured or detected): distance outside the band spanned by the
+  same phase (+/- ``neighbourhood`` points, which absorbs phase jitter) in the previous ``cycles``
+  cycles, in units of the typical half-width of that band.
+
+The combined deviation ``raw`` is then judged against its own history (the last ``history`` points,
+re-estimated at every fit), like NAB's anomaly likelihood, by two calibrated ratios whose maximum is
+the score: ``raw / max(raw history)`` (a deviation larger than anything recently seen) and
+``z(log1p raw) / sigmas`` (a rare deviation for this series). After an alert (score > 1) the score is
+rescaled by the alert's peak for ``holdoff`` points, so a continuing incident re-alerts only when it
+gets worse.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from .base import Detector, DetectorOutput, Direction, scale_floor
+from .seasonality import detect_period
+
+
+class EnsembleDetector(Detector):
+    name = "ensemble"
+
+    def __init__(self, *, window: int = 64, period: int | str = "auto", neighbourhood: int = 3,
+                 cycles: int = 3, history: int = 6000, holdoff: int = 600, sigmas: float = 4.0,
+                 **kwargs) -> None:
+        super().__init__(sigmas=sigmas, **kwargs)
+        if int(window) < 4:
+            raise ValueError("window must be >= 4")
+        if period != "auto" and (not isinstance(period, int) or period < 0):
+            raise ValueError("period must be an integer >= 0 or 'auto'")
+        if cycles < 1 or neighbourhood < 0 or history < 20 or holdoff < 0:
+            raise ValueError("cycles >= 1, neighbourhood >= 0, history >= 20, holdoff >= 0 required")
+        self.window = int(window)
+        self.period_setting = period
+        self.neighbourhood = int(neighbourhood)
+        self.cycles = int(cycles)
+        self.history = int(history)
+        self.holdoff = int(holdoff)
+        self.period = 0
+        self._buf = np.empty(0)
+        self._floor = 1e-9
+        self._season_scale = 1.0
+        self._ref_max = np.inf
+        self._log_mu = 0.0
+        self._log_sd = 1.0
+        self._since_alert = 1 << 30
+        self._alert_peak = 1.0
+
+    # -- state -------------------------------------------------------------------------------------
+    @property
+    def context(self) -> int:
+        """Points of past data a new point needs."""
+        seasonal = self.cycles * self.period + self.neighbourhood + 1 if self.period else 0
+        return max(self.window, seasonal)
+
+    def fit(self, history: np.ndarray) -> None:
+        h = np.asarray(history, dtype=float)
+        if not np.isfinite(h).all():
+            ok = np.isfinite(h)
+            if not ok.any():
+                raise ValueError("history has no finite values")
+            idx = np.arange(h.size)
+            h = np.interp(idx, idx[ok], h[ok])
+        if h.size <= self.window:
+            raise ValueError(f"{self.name}: need more than window={self.window} points, got {h.size}")
+        self._floor = scale_floor(h)
+        period = self.period_setting
+        if period == "auto":
+            period = detect_period(h, min_period=max(2 * self.neighbourhood + 2, 4),
+                                   max_period=h.size // (self.cycles + 1))
+        self.period = int(period) if period and h.size > self.cycles * period + self.neighbourhood + self.window else 0
+        if self.period and self.period <= self.neighbourhood:
+            self.period = 0
+        n_eval = min(h.size - self.context, self.history)
+        if self.period:
+            hi, lo = self._season_band(h, h.size - self.context)
+            half = (hi - lo)[-self.period:] / 2.0
+            self._season_scale = max(float(np.median(half)), self._floor)
+        if n_eval >= 20:
+            raw = self._raw(h, n_eval)[0]
+            self._ref_max = max(float(np.max(raw)), 1e-9)
+            lr = np.log1p(raw)
+            self._log_mu, self._log_sd = float(lr.mean()), max(float(lr.std()), 1e-6)
+        else:
+            self._ref_max, self._log_mu, self._log_sd = np.inf, 0.0, 1.0
+        self._buf = h[-self.context:].copy()
+        self.fitted = True
+
+    # -- scoring -----------------------------------------------------------------------------------
+    def _season_band(self, v: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Median over past cycles of the max/min around the same phase, for the last n points."""
+        m, p = self.neighbourhood, self.period
+        k = 2 * m + 1
+        win = sliding_window_view(v, k)  # win[s] covers v[s:s+k]
+        mx, mn = win.max(axis=1), win.min(axis=1)
+        t = np.arange(v.size - n, v.size)
+        his = np.stack([mx[t - j * p - m] for j in range(1, self.cycles + 1)])
+        los = np.stack([mn[t - j * p - m] for j in range(1, self.cycles + 1)])
+        return np.median(his, axis=0), np.median(los, axis=0)
+
+    def _raw(self, v: np.ndarray, n: int) -> tuple[np.ndarray, ...]:
+        """Deviation of the last n points of v (each judged on the points before it)."""
+        w = self.window
+        past = sliding_window_view(v[:-1], w)[-n:]  # past[i] = the w points before point i
+        q25, med, q75 = np.percentile(past, [25, 50, 75], axis=1)
+        local_scale = np.maximum(np.maximum((q75 - q25) / 1.349, 0.3 * past.std(axis=1)), self._floor)
+        x = v[-n:]
+        local = (x - med) / local_scale
+        if self.direction is Direction.ABOVE:
+            local = np.maximum(local, 0.0)
+        elif self.direction is Direction.BELOW:
+            local = np.maximum(-local, 0.0)
+        else:
+            local = np.abs(local)
+        if not self.period:
+            return local, med, med, local_scale, None, None
+        hi, lo = self._season_band(v, n)
+        above = np.maximum(x - hi, 0.0) / self._season_scale
+        below = np.maximum(lo - x, 0.0) / self._season_scale
+        if self.direction is Direction.ABOVE:
+            seas = above
+        elif self.direction is Direction.BELOW:
+            seas = below
+        else:
+            seas = np.maximum(above, below)
+        return np.minimum(local, seas), med, (hi + lo) / 2.0, local_scale, hi, lo
+
+    def _predict(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
+        raise NotImplementedError("EnsembleDetector overrides score()")
+
+    def score(self, values: np.ndarray) -> DetectorOutput:
+        if not self.fitted:
+            raise RuntimeError(f"{self.name}: score() before fit()")
+        values = np.asarray(values, dtype=float)
+        n = values.size
+        if n == 0:
+            return DetectorOutput.concat([])
+        filled = values.copy()
+        bad = ~np.isfinite(filled)
+        if bad.any():  # a gap is scored 0 and carries the last value forward for later points
+            last = self._buf[-1]
+            for i in np.flatnonzero(bad):
+                filled[i] = filled[i - 1] if i else last
+        v = np.concatenate([self._buf, filled])
+        raw, med, expected, local_scale, hi, lo = self._raw(v, n)
+        ratio = raw / self._ref_max
+        z = (np.log1p(raw) - self._log_mu) / (self._log_sd * self.sigmas)
+        score = np.maximum(np.maximum(ratio, z), 0.0)
+        # The raw deviation at which the score reaches 1 gives the band.
+        raw_one = min(self._ref_max, float(np.expm1(self._log_mu + self.sigmas * self._log_sd)))
+        lower, upper = med - raw_one * local_scale, med + raw_one * local_scale
+        if hi is not None:
+            lower = np.minimum(lower, lo - raw_one * self._season_scale)
+            upper = np.maximum(upper, hi + raw_one * self._season_scale)
+        if self.min_deviation > 0:
+            dev = np.abs(values - expected)
+            score = np.minimum(score, dev / self.min_deviation)
+            lower = np.minimum(lower, expected - self.min_deviation)
+            upper = np.maximum(upper, expected + self.min_deviation)
+        score = np.where(bad, 0.0, score)
+        score = self._apply_holdoff(score)
+        self._buf = v[-self.context:].copy()
+        return DetectorOutput(score=score, expected=expected, lower=lower, upper=upper)
+
+    def _apply_holdoff(self, score: np.ndarray) -> np.ndarray:
+        """Within ``holdoff`` points of an alert, a point alerts again only above the alert's peak."""
+        if not self.holdoff:
+            return score
+        out = score.copy()
+        for i in range(out.size):
+            self._since_alert += 1
+            s = out[i]
+            if self._since_alert <= self.holdoff:
+                out[i] = s / self._alert_peak
+                self._alert_peak = max(self._alert_peak, s)
+            elif s > 1.0:
+                self._since_alert, self._alert_peak = 0, s
+        return out

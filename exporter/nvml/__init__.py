@@ -1,0 +1,1 @@
+"""NVIDIA GPU metrics from NVML (the official `nvidia-ml-py` binding, import name `pynvml`)."""

@@ -1,0 +1,128 @@
+"""Catalog data types: products, the catalog, judged queries, and the catalog configuration."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from typing import Iterator, Literal, Mapping, Optional, Sequence
+
+__all__ = ["Catalog", "CatalogBundle", "CatalogConfig", "CatalogError", "JudgedQuery", "Product"]
+
+# Attributes that are free text, not short facets: kept on the product, never embedded.
+_NOT_EMBEDDED = frozenset({"description"})
+
+
+class CatalogError(ValueError):
+    """A catalog source is missing or malformed; the message names the file, row and column."""
+
+
+@dataclass(frozen=True)
+class Product:
+    """One sellable item. `attributes` holds short facets (colour, material, size, ...)."""
+
+    id: str
+    title: str
+    brand: Optional[str] = None
+    category: Optional[str] = None
+    price: Optional[float] = None
+    attributes: Mapping[str, str] = field(default_factory=dict)
+
+    def text(self) -> str:
+        """The text that gets embedded: the title, the brand when the title omits it, then the
+        facet values the title does not already mention (so nothing is said twice)."""
+        text = self.title.strip()
+        lowered = text.lower()
+        if self.brand and self.brand.strip() and self.brand.strip().lower() not in lowered:
+            text = f"{self.brand.strip()} {text}"
+            lowered = text.lower()
+        extras: list[str] = []
+        for key, value in self.attributes.items():
+            value = str(value).strip()
+            if key in _NOT_EMBEDDED or not value or value.lower() in lowered:
+                continue
+            extras.append(value)
+            lowered += " " + value.lower()
+        return f"{text}, {', '.join(extras)}" if extras else text
+
+
+class Catalog:
+    """An ordered, id-addressable list of products with a content fingerprint."""
+
+    def __init__(self, name: str, products: Sequence[Product]) -> None:
+        self.name = name
+        self.products: list[Product] = list(products)
+        self._by_id: dict[str, Product] = {}
+        for product in self.products:
+            if product.id in self._by_id:
+                raise CatalogError(f"catalog {name!r}: duplicate product id {product.id!r}")
+            self._by_id[product.id] = product
+        self._fingerprint: Optional[str] = None
+
+    def get(self, product_id: str) -> Optional[Product]:
+        return self._by_id.get(product_id)
+
+    def __contains__(self, product_id: object) -> bool:
+        return product_id in self._by_id
+
+    def __len__(self) -> int:
+        return len(self.products)
+
+    def __iter__(self) -> Iterator[Product]:
+        return iter(self.products)
+
+    def ids(self) -> list[str]:
+        return [p.id for p in self.products]
+
+    def fingerprint(self) -> str:
+        """sha256 over (id, embedded text) of every product in order: what the embeddings depend on."""
+        if self._fingerprint is None:
+            digest = hashlib.sha256()
+            for product in self.products:
+                for part in (product.id, product.text()):
+                    encoded = part.encode("utf-8")
+                    digest.update(len(encoded).to_bytes(8, "little"))
+                    digest.update(encoded)
+            self._fingerprint = digest.hexdigest()
+        return self._fingerprint
+
+    def __repr__(self) -> str:
+        return f"Catalog(name={self.name!r}, products={len(self.products)})"
+
+
+@dataclass(frozen=True)
+class JudgedQuery:
+    """A query with graded relevance for some products (unjudged products count as 0)."""
+
+    query_id: str
+    text: str
+    judgments: Mapping[str, float]
+
+    def __post_init__(self) -> None:
+        for product_id, grade in self.judgments.items():
+            if not isinstance(grade, (int, float)) or not math.isfinite(grade) or grade < 0:
+                raise CatalogError(f"query {self.query_id!r}: relevance of {product_id!r} must be a finite number >= 0, got {grade!r}")
+
+
+@dataclass
+class CatalogBundle:
+    """A catalog plus its judged queries (synthetic: relevance by construction; Home Depot: human labels)."""
+
+    catalog: Catalog
+    queries: list[JudgedQuery]
+
+
+@dataclass
+class CatalogConfig:
+    """Where the catalog comes from (the `catalog:` section of the server config)."""
+
+    source: Literal["synthetic", "homedepot", "csv"] = "synthetic"
+    name: Optional[str] = None
+    seed: int = 7  # synthetic
+    num_products: int = 5000  # synthetic
+    num_queries: int = 500  # synthetic
+    # homedepot: data dir (default $HOMEDEPOT_DIR or <repo>/../shared/data/homedepot); csv: products file
+    path: Optional[str] = None
+    judgments_path: Optional[str] = None  # csv: optional judgments file
+    max_queries: Optional[int] = None  # homedepot: keep the first N queries and only their products
+    cache_dir: str = "var/cache/embeddings"

@@ -1,0 +1,341 @@
+"""Feedback events joined to served requests, and the business metrics they produce.
+
+Served search/rank/recommend answers are registered here (what was shown, by which version, at which
+positions). Shopper events (`click`, `add_to_cart`, `purchase`) arriving later join them by
+`request_id`. The store is bounded twice: at most `max_requests` requests, each kept for `ttl_s`
+seconds (the join window). When a request leaves the window (expiry or eviction by capacity) its
+ranking quality is final and NDCG@k from its click positions is observed. Event ids are deduplicated in
+a bounded, time-limited set, and ids of requests that left the window are remembered (bounded) so a
+late event gets `expired_request` rather than `unknown_request`.
+
+Everything runs on the event loop thread: no locks, O(1) work per event.
+"""
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Optional
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from inference_server.config import ConfigError, register_section
+
+__all__ = [
+    "EVENT_TYPES",
+    "FeedbackConfig",
+    "FeedbackMetrics",
+    "FeedbackResult",
+    "FeedbackStore",
+    "ServedRequest",
+    "ndcg_from_click_positions",
+]
+
+EVENT_TYPES = ("click", "add_to_cart", "purchase")
+EVENT_FIELDS = ("request_id", "event_id", "type", "product_id", "position", "price", "currency")
+_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
+
+CLICK_POSITION_BUCKETS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 15, 20, 50)
+RECIPROCAL_RANK_BUCKETS = (0.02, 0.05, 0.1, 0.2, 0.25, 1 / 3, 0.5, 1.0)
+NDCG_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
+
+
+@dataclass
+class FeedbackConfig:
+    """`feedback:` section of the server config."""
+
+    max_requests: int = 100_000          # served requests held for joins
+    ttl_s: float = 1800.0                # join window per request
+    max_event_ids: int = 400_000         # event ids remembered for dedup (also dropped after ttl_s)
+    max_expired_ids: int = 100_000       # ids of requests that left the window, to answer expired_request
+    sweep_interval_s: float = 1.0        # how often expired requests are swept (NDCG observed then)
+    max_events_per_request: int = 1000   # events in one POST /v1/feedback
+    currency: str = "USD"                # revenue currency (label of business_revenue_total)
+    rates: dict[str, float] = field(default_factory=dict)  # other currency -> units of `currency` per unit
+
+    def check(self, prefix: str = "feedback") -> None:
+        for name in ("max_requests", "max_event_ids", "max_events_per_request"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{prefix}.{name}: expected >= 1, got {getattr(self, name)}")
+        if self.max_expired_ids < 0:
+            raise ConfigError(f"{prefix}.max_expired_ids: expected >= 0, got {self.max_expired_ids}")
+        for name in ("ttl_s", "sweep_interval_s"):
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):
+                raise ConfigError(f"{prefix}.{name}: expected a positive number, got {value}")
+        if not _CURRENCY_RE.match(self.currency):
+            raise ConfigError(f"{prefix}.currency: {self.currency!r} is not an ISO 4217 code like 'USD'")
+        for code, rate in self.rates.items():
+            if not _CURRENCY_RE.match(code):
+                raise ConfigError(f"{prefix}.rates.{code}: not an ISO 4217 code like 'EUR'")
+            if not (rate > 0 and math.isfinite(rate)):
+                raise ConfigError(f"{prefix}.rates.{code}: expected a positive number, got {rate}")
+
+
+register_section("feedback", FeedbackConfig)
+
+
+class FeedbackMetrics:
+    """The `business_*` metrics of docs/metrics.md on an explicit registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        ev = ("endpoint", "model", "version")
+        self.impressions = Counter("business_impressions_total", "Products shown (one per returned result).", ev, registry=registry)
+        self.requests_served = Counter("business_requests_served_total", "Served requests registered for feedback joins.", ev, registry=registry)
+        self.clicks = Counter("business_clicks_total", "Click events joined to a served request.", ev, registry=registry)
+        self.add_to_carts = Counter("business_add_to_carts_total", "Add-to-cart events joined to a served request.", ev, registry=registry)
+        self.orders = Counter("business_orders_total", "Purchase events joined to a served request.", ev, registry=registry)
+        self.revenue = Counter("business_revenue_total", "Purchase value in the configured currency.", (*ev, "currency"), registry=registry)
+        self.click_position = Histogram("business_click_position", "1-based position of clicked products.", ev,
+                                        buckets=CLICK_POSITION_BUCKETS, registry=registry)
+        self.reciprocal_rank = Histogram("business_click_reciprocal_rank", "1/position per click; MRR = sum / count.", ev,
+                                         buckets=RECIPROCAL_RANK_BUCKETS, registry=registry)
+        self.request_ndcg = Histogram("business_request_ndcg", "NDCG@k of a request from its click positions, observed when it leaves the join window.",
+                                      ev, buckets=NDCG_BUCKETS, registry=registry)
+        self.events = Counter("business_feedback_events_total", "Feedback events by type and outcome.", ("type", "outcome"), registry=registry)
+        self.store_requests = Gauge("business_feedback_store_requests", "Served requests held for joins.", registry=registry)
+
+
+@dataclass(slots=True)
+class ServedRequest:
+    """What one answer showed; product ids are shared references to the catalog's strings."""
+
+    endpoint: str
+    model: str
+    version: str
+    product_ids: tuple[str, ...]
+    k: int
+    served_at: float                          # store clock (monotonic) at registration
+    clicked: Optional[set[int]] = None        # distinct clicked positions, created on first click
+
+    def position_of(self, product_id: str) -> Optional[int]:
+        try:
+            return self.product_ids.index(product_id) + 1
+        except ValueError:
+            return None
+
+
+@dataclass
+class FeedbackResult:
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"accepted": self.accepted, "duplicates": self.duplicates, "rejected": self.rejected}
+
+
+class EventRejected(Exception):
+    """One event that cannot be counted; `code` is a feedback outcome / API error code."""
+
+    def __init__(self, code: str, message: str, field: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.field = field
+
+
+def ndcg_from_click_positions(positions: set[int] | frozenset[int], k: int) -> float:
+    """NDCG@k with binary gains: clicked positions are relevant, the ideal puts all clicks on top."""
+    hits = sorted(p for p in positions if 1 <= p <= k)
+    if not hits:
+        return 0.0
+    dcg = sum(1.0 / math.log2(p + 1) for p in hits)
+    idcg = sum(1.0 / math.log2(i + 1) for i in range(1, len(hits) + 1))
+    return dcg / idcg
+
+
+class FeedbackStore:
+    """Bounded, time-limited join window of served requests plus the event join."""
+
+    def __init__(self, config: FeedbackConfig, metrics: FeedbackMetrics,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        config.check()
+        self.config = config
+        self.metrics = metrics
+        self._clock = clock
+        self._requests: OrderedDict[str, ServedRequest] = OrderedDict()   # insertion = expiry order
+        self._event_ids: OrderedDict[str, float] = OrderedDict()          # event id -> seen at
+        self._expired: OrderedDict[str, None] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._requests)
+
+    # ---- served requests -----------------------------------------------------------------------
+    def register(self, request_id: str, endpoint: str, model: str, version: str,
+                 product_ids: tuple[str, ...] | list[str], k: int) -> None:
+        """Remember an answer for joins and count its impressions."""
+        now = self._clock()
+        self._sweep(now)
+        ids = tuple(product_ids)
+        if request_id in self._requests:          # a client reused its X-Request-ID: the newest wins
+            self._leave(request_id, self._requests.pop(request_id))
+        while len(self._requests) >= self.config.max_requests:
+            old_id, old = self._requests.popitem(last=False)
+            self._leave(old_id, old)
+        self._requests[request_id] = ServedRequest(endpoint, model, version, ids, int(k), now)
+        self.metrics.requests_served.labels(endpoint, model, version).inc()
+        if ids:
+            self.metrics.impressions.labels(endpoint, model, version).inc(len(ids))
+        self.metrics.store_requests.set(len(self._requests))
+
+    def sweep(self) -> int:
+        """Expire requests whose join window has ended; returns how many left."""
+        return self._sweep(self._clock())
+
+    def flush(self) -> None:
+        """Close every join window now (shutdown): NDCG of clicked requests is observed."""
+        while self._requests:
+            rid, req = self._requests.popitem(last=False)
+            self._leave(rid, req)
+        self.metrics.store_requests.set(0)
+
+    def _sweep(self, now: float) -> int:
+        horizon = now - self.config.ttl_s
+        left = 0
+        requests = self._requests
+        while requests:
+            rid, req = next(iter(requests.items()))
+            if req.served_at > horizon:
+                break
+            requests.popitem(last=False)
+            self._leave(rid, req)
+            left += 1
+        events = self._event_ids
+        while events:
+            eid, seen = next(iter(events.items()))
+            if seen > horizon:
+                break
+            events.popitem(last=False)
+        if left:
+            self.metrics.store_requests.set(len(requests))
+        return left
+
+    def _leave(self, request_id: str, req: ServedRequest) -> None:
+        if req.clicked:
+            self.metrics.request_ndcg.labels(req.endpoint, req.model, req.version).observe(
+                ndcg_from_click_positions(req.clicked, max(req.k, len(req.product_ids))))
+        if self.config.max_expired_ids:
+            self._expired[request_id] = None
+            self._expired.move_to_end(request_id)
+            while len(self._expired) > self.config.max_expired_ids:
+                self._expired.popitem(last=False)
+
+    # ---- events --------------------------------------------------------------------------------
+    def ingest(self, events: list[Any]) -> FeedbackResult:
+        """Join a batch of raw (decoded JSON) events; each one is accepted, a duplicate or rejected."""
+        now = self._clock()
+        self._sweep(now)
+        result = FeedbackResult()
+        for index, raw in enumerate(events):
+            kind = raw.get("type") if isinstance(raw, dict) and raw.get("type") in EVENT_TYPES else "unknown"
+            try:
+                outcome = self._ingest_one(raw, now)
+            except EventRejected as exc:
+                outcome = "invalid" if exc.code == "validation" else exc.code
+                entry = {"index": index, "code": exc.code, "message": exc.message}
+                if exc.field:
+                    entry["field"] = exc.field
+                result.rejected.append(entry)
+            else:
+                if outcome == "accepted":
+                    result.accepted += 1
+                else:
+                    result.duplicates += 1
+            self.metrics.events.labels(kind, outcome).inc()
+        return result
+
+    def _ingest_one(self, raw: Any, now: float) -> str:
+        event = self._validate(raw)
+        event_id = event["event_id"]
+        if event_id in self._event_ids:
+            return "duplicate"
+        rid = event["request_id"]
+        req = self._requests.get(rid)
+        if req is None:
+            if rid in self._expired:
+                raise EventRejected("expired_request", f"request {rid} left the {self.config.ttl_s:g} s join window", "request_id")
+            raise EventRejected("unknown_request", f"request {rid} was not served by this server (or is too old to remember)", "request_id")
+        position = self._position(event, req)
+        value = self._revenue(event) if event["type"] == "purchase" else None
+        labels = (req.endpoint, req.model, req.version)
+        m = self.metrics
+        if event["type"] == "click":
+            m.clicks.labels(*labels).inc()
+            m.click_position.labels(*labels).observe(position)
+            m.reciprocal_rank.labels(*labels).observe(1.0 / position)
+            if req.clicked is None:
+                req.clicked = set()
+            req.clicked.add(position)
+        elif event["type"] == "add_to_cart":
+            m.add_to_carts.labels(*labels).inc()
+        else:
+            m.orders.labels(*labels).inc()
+            if value:
+                m.revenue.labels(*labels, self.config.currency).inc(value)
+        self._event_ids[event_id] = now
+        while len(self._event_ids) > self.config.max_event_ids:
+            self._event_ids.popitem(last=False)
+        return "accepted"
+
+    @staticmethod
+    def _validate(raw: Any) -> dict[str, Any]:
+        if not isinstance(raw, dict):
+            raise EventRejected("validation", "an event must be a JSON object")
+        for key in raw:
+            if key not in EVENT_FIELDS:
+                raise EventRejected("validation", f"unknown field {key!r}; allowed: {', '.join(EVENT_FIELDS)}", str(key))
+        for key in ("request_id", "event_id", "product_id"):
+            value = raw.get(key)
+            if value is None:
+                raise EventRejected("validation", f"{key} is required", key)
+            if not isinstance(value, str) or not _ID_RE.match(value):
+                raise EventRejected("validation", f"{key} must be 1-128 characters of [A-Za-z0-9._:-]", key)
+        if raw.get("type") not in EVENT_TYPES:
+            raise EventRejected("validation", f"type must be one of {', '.join(EVENT_TYPES)}", "type")
+        position = raw.get("position")
+        if position is not None and (isinstance(position, bool) or not isinstance(position, int) or position < 1):
+            raise EventRejected("validation", "position must be an integer >= 1 (1-based)", "position")
+        price = raw.get("price")
+        if price is not None and (isinstance(price, bool) or not isinstance(price, (int, float))
+                                  or not math.isfinite(price) or price < 0):
+            raise EventRejected("validation", "price must be a finite number >= 0", "price")
+        currency = raw.get("currency")
+        if currency is not None and (not isinstance(currency, str) or not _CURRENCY_RE.match(currency)):
+            raise EventRejected("validation", "currency must be a 3-letter upper-case ISO 4217 code like 'USD'", "currency")
+        if raw["type"] != "purchase" and (price is not None or currency is not None):
+            field_name = "price" if price is not None else "currency"
+            raise EventRejected("validation", f"{field_name} is only allowed on purchase events", field_name)
+        return raw
+
+    @staticmethod
+    def _position(event: Mapping[str, Any], req: ServedRequest) -> Optional[int]:
+        """The 1-based position of the event's product in the answer (required for clicks)."""
+        shown_at = req.position_of(event["product_id"])
+        given = event.get("position")
+        if given is not None and shown_at is not None and given != shown_at:
+            raise EventRejected("validation", f"position {given} does not match product {event['product_id']} shown at position {shown_at}", "position")
+        if given is not None and shown_at is None:
+            raise EventRejected("validation", f"product {event['product_id']} was not shown at position {given}", "position")
+        if event["type"] == "click" and shown_at is None:
+            raise EventRejected("validation", f"clicked product {event['product_id']} was not among the request's results", "product_id")
+        return shown_at
+
+    def _revenue(self, event: Mapping[str, Any]) -> Optional[float]:
+        price = event.get("price")
+        if price is None:
+            if event.get("currency") is not None:
+                raise EventRejected("validation", "currency given without price", "currency")
+            return None
+        currency = event.get("currency") or self.config.currency
+        if currency == self.config.currency:
+            return float(price)
+        rate = self.config.rates.get(currency)
+        if rate is None:
+            accepted = ", ".join([self.config.currency, *sorted(self.config.rates)])
+            raise EventRejected("validation", f"currency {currency} is not accepted (accepted: {accepted}); "
+                                "add a rate under feedback.rates to convert it", "currency")
+        return float(price) * rate

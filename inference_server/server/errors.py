@@ -1,0 +1,82 @@
+"""API errors: one exception type carrying the HTTP status, the machine-readable code and the field.
+
+`code` is also the `reason` label of `inference_rejected_requests_total`, so the set of codes is
+closed (`REJECTION_REASONS`); `internal_error` (500) is the only code that is not a rejection.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from aiohttp import web
+
+__all__ = ["ApiError", "REJECTION_REASONS", "error_body", "error_response"]
+
+REJECTION_REASONS = frozenset(
+    {
+        "invalid_json",
+        "invalid_encoding",
+        "validation",
+        "body_too_large",
+        "not_found",
+        "method_not_allowed",
+        "unsupported_media_type",
+        "unknown_product",
+        "queue_full",
+        "deadline_exceeded",
+        "not_ready",
+        "model_error",
+        "unauthorized",
+        "forbidden",
+        "unknown_request",
+        "expired_request",
+    }
+)
+
+INTERNAL_ERROR = "internal_error"
+
+
+class ApiError(Exception):
+    """An error answer: raised anywhere in a handler, rendered by the error middleware."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        field: Optional[str] = None,
+        retry_after: Optional[int] = None,
+        headers: Optional[dict[str, str]] = None,
+    ) -> None:
+        if code not in REJECTION_REASONS and code != INTERNAL_ERROR:
+            raise ValueError(f"unknown error code {code!r}")
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+        self.retry_after = retry_after
+        self.headers = dict(headers or {})
+
+    @classmethod
+    def validation(cls, message: str, field: Optional[str] = None) -> "ApiError":
+        return cls(400, "validation", message, field=field)
+
+    @classmethod
+    def unknown_product(cls, product_id: str, field: str) -> "ApiError":
+        return cls(422, "unknown_product", f"unknown product id {product_id!r}", field=field)
+
+
+def error_body(code: str, message: str, field: Optional[str] = None) -> dict:
+    error: dict = {"code": code, "message": message}
+    if field is not None:
+        error["field"] = field
+    return {"error": error}
+
+
+def error_response(exc: ApiError) -> web.Response:
+    headers = dict(exc.headers)
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(exc.retry_after)
+    return web.json_response(error_body(exc.code, exc.message, exc.field), status=exc.status, headers=headers)

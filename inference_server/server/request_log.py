@@ -1,0 +1,127 @@
+"""The request log: one JSON line per request, for tracing problems after the fact.
+
+Lines are handed to a `QueueHandler` and written by a `QueueListener` thread into a size-rotated
+file (`RotatingFileHandler`), so file I/O never blocks the event loop. User ids are never written:
+only a salted SHA-256 (salt from env or a file, never the YAML), so lines of one shopper can be
+correlated without revealing who it is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import logging.handlers
+import os
+import queue
+import secrets
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Optional
+
+from inference_server.config import ConfigError, RequestLogConfig
+
+__all__ = ["RequestLog", "load_salt"]
+
+log = logging.getLogger(__name__)
+
+
+def load_salt(config: RequestLogConfig) -> bytes:
+    """The user-id salt: the file if configured, else the env variable, else a random per-process one."""
+    if config.user_id_salt_file:
+        try:
+            value = Path(config.user_id_salt_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"request_log.user_id_salt_file: cannot read {config.user_id_salt_file!r}: "
+                              f"{exc.strerror or exc}") from exc
+        if not value:
+            raise ConfigError(f"request_log.user_id_salt_file: {config.user_id_salt_file!r} is empty")
+        return value.encode("utf-8")
+    value = os.environ.get(config.user_id_salt_env, "")
+    if value:
+        return value.encode("utf-8")
+    log.warning("no user-id salt in $%s or request_log.user_id_salt_file; using a random one, so user "
+                "hashes will not match across restarts", config.user_id_salt_env)
+    return secrets.token_bytes(32)
+
+
+class RequestLog:
+    """Writes request records as JSON lines; `close()` flushes and stops the writer thread."""
+
+    def __init__(self, config: RequestLogConfig, salt: Optional[bytes] = None) -> None:
+        self.config = config
+        self._salt = salt if salt is not None else load_salt(config)
+        self._logger = logging.getLogger(f"inference_server.request_log.{id(self)}")
+        self._logger.propagate = False
+        self._logger.setLevel(logging.INFO)
+        self._listener: Optional[logging.handlers.QueueListener] = None
+        if config.enabled:
+            path = Path(config.path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            file_handler = logging.handlers.RotatingFileHandler(
+                path, maxBytes=config.max_bytes, backupCount=config.backups, encoding="utf-8"
+            )
+            file_handler.setFormatter(logging.Formatter("%(message)s"))
+            records: queue.SimpleQueue = queue.SimpleQueue()
+            self._logger.addHandler(logging.handlers.QueueHandler(records))
+            self._listener = logging.handlers.QueueListener(records, file_handler)
+            self._listener.start()
+
+    @property
+    def enabled(self) -> bool:
+        return self._listener is not None
+
+    def hash_user(self, user_id: Optional[str]) -> Optional[str]:
+        if user_id is None:
+            return None
+        return hashlib.sha256(self._salt + b"\x00" + user_id.encode("utf-8")).hexdigest()
+
+    def write(
+        self,
+        *,
+        request_id: str,
+        method: str,
+        path: str,
+        endpoint: str,
+        status: int,
+        total_seconds: float,
+        model: str = "",
+        version: str = "",
+        queue_seconds: Optional[float] = None,
+        compute_seconds: Optional[float] = None,
+        result_ids: Optional[list[str]] = None,
+        user_id: Optional[str] = None,
+        error: Optional[str] = None,
+    ) -> None:
+        if self._listener is None:
+            return
+        record: dict[str, Any] = {
+            "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "request_id": request_id,
+            "method": method,
+            "path": path,
+            "endpoint": endpoint,
+            "model": model,
+            "version": version,
+            "status": status,
+            "queue_ms": _ms(queue_seconds),
+            "compute_ms": _ms(compute_seconds),
+            "total_ms": _ms(total_seconds),
+            "result_ids": result_ids,
+            "user_id_hash": self.hash_user(user_id),
+            "error": error,
+        }
+        self._logger.info(json.dumps(record, separators=(",", ":"), ensure_ascii=False))
+
+    def close(self) -> None:
+        if self._listener is not None:
+            self._listener.stop()  # drains the queue
+            for handler in self._listener.handlers:
+                handler.close()
+            self._listener = None
+        for handler in list(self._logger.handlers):
+            self._logger.removeHandler(handler)
+
+
+def _ms(seconds: Optional[float]) -> Optional[float]:
+    return None if seconds is None else round(seconds * 1000.0, 3)

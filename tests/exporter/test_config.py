@@ -1,0 +1,96 @@
+"""Config validation: every bad key is named; env overrides; the CLI exits 2 with the key."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+import pytest
+
+from exporter.config import ConfigError, ExporterConfig, build_dataclass, load_config
+from tests.support.processes import REPO_ROOT
+
+
+@pytest.mark.parametrize(
+    "data, key",
+    [
+        ({"nvml": {"poll_intervall_seconds": 1}}, "nvml.poll_intervall_seconds"),
+        ({"nvml": {"max_process_series": "many"}}, "nvml.max_process_series"),
+        ({"nvml": {"process_memory": "yes"}}, "nvml.process_memory"),
+        ({"nvml": {"mode": "sometimes"}}, "nvml.mode"),
+        ({"nvml": {"scrape_timeout_seconds": 0}}, "nvml.scrape_timeout_seconds"),
+        ({"nvml": {"reinit_backoff_initial_seconds": 10, "reinit_backoff_max_seconds": 1}}, "nvml.reinit_backoff_max_seconds"),
+        ({"nvml": ["not", "a", "mapping"]}, "nvml"),
+        ({"server": {"port": 70000}}, "server.port"),
+        ({"server": {"port": 9400.5}}, "server.port"),
+        ({"sever": {}}, "sever"),
+    ],
+)
+def test_bad_keys_are_named(data, key):
+    with pytest.raises(ConfigError) as info:
+        build_dataclass(ExporterConfig, data)
+    assert info.value.key == key
+    assert str(info.value).startswith(key)
+
+
+def test_defaults_and_the_shipped_file_are_valid():
+    default = build_dataclass(ExporterConfig, {})
+    assert (default.server.host, default.server.port, default.nvml.mode) == ("127.0.0.1", 9400, "on_scrape")
+    shipped = load_config(REPO_ROOT / "config" / "exporter.yaml", environ={})
+    assert shipped.nvml.process_memory is False and shipped.anomaly is None
+
+
+def test_env_overrides_are_typed_and_validated(tmp_path):
+    path = tmp_path / "exporter.yaml"
+    path.write_text("nvml:\n  process_memory: false\n")
+    cfg = load_config(path, environ={"EXPORTER__NVML__PROCESS_MEMORY": "true", "EXPORTER__SERVER__HOST": "0.0.0.0", "OTHER": "x"})
+    assert cfg.nvml.process_memory is True and cfg.server.host == "0.0.0.0"
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={"EXPORTER__NVML__MAX_PROCESS_SERIES": "lots"})
+    assert info.value.key == "nvml.max_process_series"
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={"EXPORTER__NVML__NOPE": "1"})
+    assert info.value.key == "nvml.nope"
+
+
+def test_an_anomaly_section_is_passed_through_raw():
+    cfg = build_dataclass(ExporterConfig, {"anomaly": {"jobs": []}})
+    assert cfg.anomaly == {"jobs": []}
+
+
+@dataclass
+class Inner:
+    name: str
+    weight: float = 1.0
+
+
+@dataclass
+class Outer:
+    items: list[Inner] = field(default_factory=list)
+    direction: Literal["above", "below", "both"] = "both"
+    limit: Optional[int] = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def test_generic_validator_handles_nested_lists_and_optionals():
+    ok = build_dataclass(Outer, {"items": [{"name": "a", "weight": 2}], "limit": None, "labels": {"k": "v"}}, "anomaly")
+    assert ok.items[0].weight == 2.0 and isinstance(ok.items[0].weight, float)
+    for data, key in [
+        ({"items": [{"name": "a"}, {"weight": 1}]}, "anomaly.items[1].name"),
+        ({"items": [{"name": "a", "extra": 1}]}, "anomaly.items[0].extra"),
+        ({"limit": "3"}, "anomaly.limit"),
+        ({"labels": {"k": 1}}, "anomaly.labels.k"),
+        ({"direction": "up"}, "anomaly.direction"),
+    ]:
+        with pytest.raises(ConfigError) as info:
+            build_dataclass(Outer, data, "anomaly")
+        assert info.value.key == key
+
+
+def test_cli_reports_the_bad_key_and_exits_2(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("nvml:\n  max_age_seconds: soon\n")
+    proc = subprocess.run([sys.executable, "-m", "exporter", "--config", str(path)], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
+    assert proc.returncode == 2
+    assert "nvml.max_age_seconds" in proc.stderr

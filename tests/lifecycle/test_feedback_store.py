@@ -1,0 +1,170 @@
+"""Feedback store: joins, dedup, expiry, capacity, currency, business metrics (no HTTP)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from inference_server.config import ConfigError
+from inference_server.feedback import FeedbackConfig, FeedbackMetrics, FeedbackStore, ndcg_from_click_positions
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(**cfg):
+    registry = CollectorRegistry()
+    clock = Clock()
+    store = FeedbackStore(FeedbackConfig(**cfg), FeedbackMetrics(registry), clock=clock)
+    return store, registry, clock
+
+
+def value(registry, name, **labels):
+    return registry.get_sample_value(name, labels) or 0.0
+
+
+IDS = ("p1", "p2", "p3", "p4", "p5")
+L = {"endpoint": "search", "model": "minilm", "version": "1"}
+
+
+def ev(eid, rid="r1", type_="click", pid="p2", **extra):
+    return {"request_id": rid, "event_id": eid, "type": type_, "product_id": pid, **extra}
+
+
+def test_register_counts_impressions_and_requests():
+    store, reg, _ = make()
+    store.register("r1", "search", "minilm", "1", IDS, 5)
+    assert value(reg, "business_requests_served_total", **L) == 1
+    assert value(reg, "business_impressions_total", **L) == 5
+    assert value(reg, "business_feedback_store_requests") == 1
+
+
+def test_click_joins_with_position_from_the_answer():
+    store, reg, _ = make()
+    store.register("r1", "search", "minilm", "1", IDS, 5)
+    res = store.ingest([ev("e1", pid="p3")])
+    assert (res.accepted, res.duplicates, res.rejected) == (1, 0, [])
+    assert value(reg, "business_clicks_total", **L) == 1
+    assert value(reg, "business_click_position_sum", **L) == 3
+    assert value(reg, "business_click_reciprocal_rank_sum", **L) == pytest.approx(1 / 3)
+    assert value(reg, "business_feedback_events_total", type="click", outcome="accepted") == 1
+
+
+def test_duplicate_event_ids_count_once():
+    store, reg, _ = make()
+    store.register("r1", "search", "minilm", "1", IDS, 5)
+    res = store.ingest([ev("e1"), ev("e1"), ev("e1", type_="purchase", price=5.0)])
+    assert (res.accepted, res.duplicates) == (1, 2)
+    assert value(reg, "business_clicks_total", **L) == 1
+    assert value(reg, "business_orders_total", **L) == 0
+    assert value(reg, "business_feedback_events_total", type="click", outcome="duplicate") == 1
+
+
+def test_unknown_and_expired_requests_are_told_apart():
+    store, reg, clock = make(ttl_s=60)
+    store.register("r1", "search", "minilm", "1", IDS, 5)
+    res = store.ingest([ev("e1", rid="nope")])
+    assert res.rejected[0]["code"] == "unknown_request"
+    clock.now += 61
+    res = store.ingest([ev("e2")])
+    assert res.rejected[0]["code"] == "expired_request"
+    assert value(reg, "business_feedback_events_total", type="click", outcome="unknown_request") == 1
+    assert value(reg, "business_feedback_events_total", type="click", outcome="expired_request") == 1
+    assert value(reg, "business_feedback_store_requests") == 0
+
+
+def test_ndcg_observed_when_the_request_leaves_the_window():
+    store, reg, clock = make(ttl_s=60)
+    store.register("r1", "search", "minilm", "1", IDS, 5)
+    store.register("r2", "search", "minilm", "1", IDS, 5)   # no clicks: no NDCG sample
+    store.ingest([ev("e1", pid="p2"), ev("e2", pid="p4"), ev("e3", pid="p2")])
+    assert value(reg, "business_request_ndcg_count", **L) == 0
+    clock.now += 61
+    assert store.sweep() == 2
+    expected = (1 / math.log2(3) + 1 / math.log2(5)) / (1 + 1 / math.log2(3))
+    assert value(reg, "business_request_ndcg_count", **L) == 1
+    assert value(reg, "business_request_ndcg_sum", **L) == pytest.approx(expected)
+    assert value(reg, "business_clicks_total", **L) == 3   # repeat clicks are events, NDCG uses positions
+
+
+def test_capacity_evicts_oldest_and_closes_its_window():
+    store, reg, _ = make(max_requests=3)
+    for i in range(5):
+        store.register(f"r{i}", "search", "minilm", "1", IDS, 5)
+    assert len(store) == 3
+    assert store.ingest([ev("e1", rid="r0")]).rejected[0]["code"] == "expired_request"
+    assert store.ingest([ev("e2", rid="r4")]).accepted == 1
+
+
+def test_dedup_memory_is_bounded():
+    store, _, _ = make(max_event_ids=2)
+    store.register("r1", "search", "minilm", "1", IDS, 5)
+    store.ingest([ev("a"), ev("b"), ev("c")])
+    assert store.ingest([ev("a")]).accepted == 1    # forgotten after 2 newer ids: counted again
+    assert store.ingest([ev("c")]).duplicates == 1
+
+
+def test_revenue_in_the_configured_currency_with_rates():
+    store, reg, _ = make(currency="USD", rates={"EUR": 1.1})
+    store.register("r1", "search", "minilm", "1", IDS, 5)
+    res = store.ingest([
+        ev("e1", type_="purchase", price=10.0),
+        ev("e2", type_="purchase", price=10.0, currency="EUR"),
+        ev("e3", type_="purchase", price=10.0, currency="GBP"),
+        ev("e4", type_="purchase"),                     # an order without a price: no revenue
+        ev("e5", type_="add_to_cart"),
+    ])
+    assert res.accepted == 4
+    assert res.rejected == [{"index": 2, "code": "validation", "field": "currency",
+                             "message": res.rejected[0]["message"]}]
+    assert "GBP" in res.rejected[0]["message"] and "feedback.rates" in res.rejected[0]["message"]
+    assert value(reg, "business_revenue_total", currency="USD", **L) == pytest.approx(21.0)
+    assert value(reg, "business_orders_total", **L) == 3
+    assert value(reg, "business_add_to_carts_total", **L) == 1
+
+
+@pytest.mark.parametrize("event, field", [
+    ("not an object", None),
+    ({"event_id": "e", "type": "click", "product_id": "p1"}, "request_id"),
+    (ev("e", type_="view"), "type"),
+    (ev("e", position=0), "position"),
+    (ev("e", position=True), "position"),
+    (ev("e", position=4), "position"),                 # p2 was shown at 2
+    (ev("e", pid="p9"), "product_id"),                 # click on something not shown
+    (ev("e", type_="purchase", price=-1), "price"),
+    (ev("e", type_="purchase", price=float("inf")), "price"),
+    (ev("e", type_="purchase", price=1, currency="usd"), "currency"),
+    (ev("e", price=3), "price"),                       # price on a click
+    (ev("e", extra=1), "extra"),
+    (ev("e" * 200), "event_id"),
+])
+def test_invalid_events_are_rejected_with_the_field(event, field):
+    store, reg, _ = make()
+    store.register("r1", "search", "minilm", "1", IDS, 5)
+    res = store.ingest([event])
+    assert res.accepted == 0 and res.rejected[0]["code"] == "validation"
+    assert res.rejected[0].get("field") == field
+    assert sum(s.value for m in reg.collect() if m.name == "business_feedback_events" for s in m.samples
+               if s.labels.get("outcome") == "invalid" and s.name.endswith("_total")) == 1
+
+
+def test_ndcg_formula():
+    assert ndcg_from_click_positions({1}, 10) == 1.0
+    assert ndcg_from_click_positions({1, 2}, 10) == 1.0
+    assert ndcg_from_click_positions({2}, 10) == pytest.approx(1 / math.log2(3))
+    assert ndcg_from_click_positions(set(), 10) == 0.0
+
+
+@pytest.mark.parametrize("cfg, key", [({"max_requests": 0}, "feedback.max_requests"),
+                                      ({"ttl_s": 0}, "feedback.ttl_s"),
+                                      ({"currency": "usd"}, "feedback.currency"),
+                                      ({"rates": {"EUR": -1}}, "feedback.rates.EUR")])
+def test_config_errors_name_the_key(cfg, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        FeedbackConfig(**cfg).check()

@@ -1,0 +1,97 @@
+"""Start a real inference server process on 127.0.0.1 for tests (monitoring bundle, end-to-end).
+
+`start_inference_server(workdir)` writes a config for a small synthetic catalog (300 products, the
+embedding cache and request log under `workdir`), starts ``python -m inference_server`` and waits
+until `/readyz` answers 200. Use it with `tests.support.processes.running` or call `.stop()`.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from tests.support.processes import REPO_ROOT, ManagedProcess, free_port, wait_http_ok
+
+__all__ = ["base_server_config", "start_inference_server"]
+
+
+def base_server_config(workdir: Path, port: int) -> dict[str, Any]:
+    """The test config: small synthetic catalog, everything written under `workdir`."""
+    return {
+        "server": {"host": "127.0.0.1", "port": port, "request_timeout_ms": 10000},
+        "model": {"num_threads": 1},
+        "catalog": {
+            "source": "synthetic",
+            "num_products": 300,
+            "num_queries": 50,
+            "cache_dir": str(workdir / "cache"),
+        },
+        "batching": {"max_batch_size": 32, "max_queue_delay_ms": 2.0, "max_queue_size": 512},
+        "request_log": {"enabled": True, "path": str(workdir / "requests.jsonl")},
+    }
+
+
+def _merge(base: dict, overrides: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def start_inference_server(
+    workdir: Path,
+    overrides: Optional[dict[str, Any]] = None,
+    port: Optional[int] = None,
+    *,
+    timeout: float = 120.0,
+    env: Optional[dict[str, str]] = None,
+) -> ManagedProcess:
+    """Start the server with the test config deep-merged with `overrides`; wait for /readyz.
+
+    The returned ManagedProcess has `url` (http://127.0.0.1:<port>) and `extra["config_path"]`.
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    config = _merge(base_server_config(workdir, port), overrides or {})
+    config_path = workdir / "inference_server.yaml"
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    log_path = workdir / "inference_server.log"
+    child_env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "INFERENCE_SERVER_USER_ID_SALT": "test-salt",
+        "PYTHONUNBUFFERED": "1",
+        **(env or {}),
+    }
+    log = open(log_path, "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "inference_server", "--config", str(config_path)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=REPO_ROOT,
+        env=child_env,
+    )
+    log.close()
+    server = ManagedProcess(
+        proc=proc,
+        url=f"http://127.0.0.1:{config['server']['port']}",
+        workdir=workdir,
+        log_path=log_path,
+        extra={"config_path": config_path, "config": config},
+    )
+    try:
+        wait_http_ok(f"{server.url}/readyz", timeout=timeout, proc=proc)
+    except Exception:
+        server.stop()
+        raise RuntimeError(f"inference server did not become ready:\n{server.log()[-4000:]}")
+    return server

@@ -4,7 +4,8 @@
 of expected norm `embedding_noise` added and is re-normalised. The noise is seeded by the text, so the
 degraded model is deterministic (its golden set, recorded at registration, still matches: it is a
 *healthy* bad model, exactly what a canary with worse rankings looks like) while its rankings, and so
-its click-through rate, are measurably worse. 0.3 costs a little ranking quality, 1.0 a lot.
+its click-through rate, are measurably worse. Measured on the synthetic catalog (600 products, NDCG@10
+of the clean model 0.85): noise 0.8 -> 0.80, 1.5 -> 0.53, 3.0 -> 0.12; the shipped canary uses 2.0.
 """
 from __future__ import annotations
 

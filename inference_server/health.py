@@ -82,9 +82,14 @@ def _torch_module(backend: EncoderBackend):
         import torch
     except ImportError:  # pragma: no cover - torch is a dependency
         return None
-    inner = getattr(backend, "inner", backend)
-    module = getattr(inner, "_encoder", None)
-    return module if isinstance(module, torch.nn.Module) else None
+    while True:       # unwrap degraded / delegating wrappers down to the real backend
+        module = getattr(backend, "module", None)
+        if isinstance(module, torch.nn.Module):
+            return module
+        inner = getattr(backend, "inner", None)
+        if inner is None or inner is backend:
+            return None
+        backend = inner
 
 
 def check_finite_weights(backend: EncoderBackend) -> CheckResult:

@@ -78,7 +78,7 @@ class Stack:
         self.args = args
         self.ports = ports
         self.run_dir: Path = args.run_dir.resolve()
-        self.sup = Supervisor(self.run_dir / "logs")
+        self.sup = Supervisor(self.run_dir / "logs", pid_file=self.run_dir / "pids.json")
         self.urls: list[tuple[str, str]] = []
         self.notes: list[str] = []
         self.python = sys.executable
@@ -138,6 +138,7 @@ class Stack:
         for child, timeout in ((sinks, 30), (am, 60), (prom, 60), (exporter, 60)):
             wait_http(child.ready_url, timeout, child)
             print(f"  {child.name:17s} ready", flush=True)
+        self.prom_ui = prometheus_ui_prefix(f"http://127.0.0.1:{p.prometheus}")
         print(f"  inference-server  loading the model and catalog (first start embeds the catalog; "
               f"log: {server.log_path})", flush=True)
         wait_http(server.ready_url, self.args.ready_timeout, server)
@@ -203,7 +204,8 @@ class Stack:
             ("Inference server", f"http://127.0.0.1:{p.server}/v1/models  (API: docs/api.md, /openapi.json)"),
             ("Server metrics", f"http://127.0.0.1:{p.server}/metrics"),
             ("Exporter metrics", f"http://127.0.0.1:{p.exporter}/metrics"),
-            ("Prometheus", f"http://127.0.0.1:{p.prometheus}/  (targets: /targets, alerts: /alerts)"),
+            ("Prometheus", f"http://127.0.0.1:{p.prometheus}/  (targets: {self.prom_ui}targets, "
+                           f"alerts: {self.prom_ui}alerts)"),
             ("Alertmanager", f"http://127.0.0.1:{p.alertmanager}/"),
             ("Alert sinks (mail + Slack)", f"http://127.0.0.1:{p.sinks}/  (SMTP 127.0.0.1:{p.smtp}; JSON: /api/mails, /api/slack)"),
         ]
@@ -254,7 +256,8 @@ class Stack:
         if bad_rules:
             problems.append(f"rules failing to evaluate: {bad_rules}")
         for name, url, check in (
-            ("Prometheus alerts page", f"{prom}/alerts", None),
+            ("Prometheus alerts page", f"{prom}{self.prom_ui}alerts", lambda b: b"Alerts" in b or b"alerts" in b),
+            ("Prometheus targets page", f"{prom}{self.prom_ui}targets", None),
             ("Prometheus alerts API", f"{prom}/api/v1/alerts", lambda b: json.loads(b)["status"] == "success"),
             ("Alertmanager UI", f"http://127.0.0.1:{p.alertmanager}/", None),
             ("Alertmanager alerts API", f"http://127.0.0.1:{p.alertmanager}/api/v2/alerts",
@@ -297,6 +300,17 @@ class Stack:
 
     def stop(self) -> None:
         self.sup.stop()
+
+
+def prometheus_ui_prefix(base: str) -> str:
+    """`/` for Prometheus' React UI, `/classic/` where only the classic one is built in (Debian)."""
+    try:
+        with urllib.request.urlopen(f"{base}/alerts", timeout=10) as resp:
+            if resp.status == 200:
+                return "/"
+    except (urllib.error.URLError, OSError):
+        pass
+    return "/classic/"
 
 
 class StopRequested(Exception):

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import random
 import re
+from dataclasses import dataclass
 from typing import Optional
 
 from .taxonomy import BRANDS, COLOUR_SYNONYMS, MATERIAL_SYNONYMS, PRODUCT_LINES, PRODUCT_TYPES, ProductType
 from .types import Catalog, CatalogBundle, CatalogError, JudgedQuery, Product
 
-__all__ = ["FACETS", "generate_synthetic", "synthetic_relevance"]
+__all__ = ["FACETS", "QuerySpec", "generate_synthetic", "generate_synthetic_with_specs", "synthetic_relevance"]
 
 # Facets a query may name, in the order adjectives usually come in English ("large gray wool rug").
 FACETS = ("brand", "size", "colour", "material")
@@ -166,9 +167,24 @@ def synthetic_relevance(query_type: str, named: dict[str, str], product: Product
     return 0
 
 
+@dataclass(frozen=True)
+class QuerySpec:
+    """How a synthetic query was built: its product type and the facets it names (canonical values)."""
+
+    query_id: str
+    product_type: str
+    facets: dict[str, str]
+
+
 def generate_synthetic(seed: int = 7, num_products: int = 5000, num_queries: int = 500,
                        name: str = "synthetic") -> CatalogBundle:
     """Build the catalog and its judged queries; identical output for identical arguments."""
+    return generate_synthetic_with_specs(seed, num_products, num_queries, name)[0]
+
+
+def generate_synthetic_with_specs(seed: int = 7, num_products: int = 5000, num_queries: int = 500,
+                                  name: str = "synthetic") -> tuple[CatalogBundle, list[QuerySpec]]:
+    """`generate_synthetic` plus each query's construction, to audit the judgments."""
     if num_products < 1:
         raise CatalogError(f"synthetic catalog: num_products must be >= 1, got {num_products}")
     if num_queries < 0:
@@ -186,6 +202,7 @@ def generate_synthetic(seed: int = 7, num_products: int = 5000, num_queries: int
         by_type.setdefault(product.attributes["type"], []).append(product)
 
     queries: list[JudgedQuery] = []
+    specs: list[QuerySpec] = []
     seen: set[str] = set()
     attempts = 0
     while len(queries) < num_queries:
@@ -211,5 +228,7 @@ def generate_synthetic(seed: int = 7, num_products: int = 5000, num_queries: int
             grade = synthetic_relevance(kind.name, named, product)
             if grade > 0:
                 judgments[product.id] = float(grade)
-        queries.append(JudgedQuery(query_id=f"syn-q{len(queries) + 1:05d}", text=text, judgments=judgments))
-    return CatalogBundle(catalog=catalog, queries=queries)
+        query_id = f"syn-q{len(queries) + 1:05d}"
+        queries.append(JudgedQuery(query_id=query_id, text=text, judgments=judgments))
+        specs.append(QuerySpec(query_id=query_id, product_type=kind.name, facets=dict(named)))
+    return CatalogBundle(catalog=catalog, queries=queries), specs

@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
             "scenarios (--scenario NAME[@START][+DURATION][,key=value...], seconds):\n"
             "  latency-spike    server-side added latency (latency_ms=800, version=...)\n"
             "  error-burst      server-side injected 5xx (error_rate=0.5, version=...)\n"
-            "  degraded-canary  shift canary_weight=50%% of traffic to canary_version=2 (a degraded model)\n"
+            "  degraded-canary  shift canary_weight=20%% of traffic to canary_version=2 (a degraded model)\n"
             "  surge            multiply the arrival rate by surge_factor=10\n"
             "example: --duration 300 --scenario error-burst@60+90 --scenario degraded-canary@180+120"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -79,6 +79,7 @@ def apply_cli(cfg: LoadgenConfig, args: argparse.Namespace) -> LoadgenConfig:
 
 async def run(cfg: LoadgenConfig, args: argparse.Namespace) -> int:
     from aiohttp import web
+    from prometheus_client import disable_created_metrics
 
     from .client import ServerClient, read_admin_token
     from .control import create_app
@@ -91,6 +92,7 @@ async def run(cfg: LoadgenConfig, args: argparse.Namespace) -> int:
     print(f"loadgen: catalog {oracle.catalog_name!r}: {len(oracle.product_ids)} products, "
           f"{len(oracle.intents)} judged queries with relevant products; target {cfg.target.url}", flush=True)
     token = read_admin_token(cfg.target)
+    disable_created_metrics()  # `_created` series double every counter for no use here (this process only)
     metrics = None if args.no_metrics else LoadgenMetrics()
     emit = (lambda line: None) if args.quiet else (lambda line: print(line, flush=True))
     async with ServerClient(cfg.target, cfg.rate.max_concurrency, token) as client:

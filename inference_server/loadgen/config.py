@@ -100,7 +100,7 @@ class ScenarioConfig:
     error_rate: float = 0.5
     version: Optional[str] = None
     canary_version: str = "2"
-    canary_weight: int = 50
+    canary_weight: int = 20
     surge_factor: float = 10.0
 
 
@@ -154,7 +154,8 @@ class LoadgenConfig:
                 (sc.duration_s > 0, f"{p}.duration_s", "must be > 0"),
                 (sc.latency_ms >= 0, f"{p}.latency_ms", "must be >= 0"),
                 (0 < sc.error_rate <= 1, f"{p}.error_rate", "must be in (0, 1]"),
-                (0 < sc.canary_weight <= 100, f"{p}.canary_weight", "must be in (0, 100]"),
+                (0 < sc.canary_weight < 50, f"{p}.canary_weight",
+                 "must be in (0, 50): a canary takes less traffic than the stable version"),
                 (sc.surge_factor > 1, f"{p}.surge_factor", "must be > 1"),
             ]
         for ok, key, msg in checks:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import ctypes
 import dataclasses
+import json
 import os
 import re
 import secrets as pysecrets
@@ -307,6 +308,7 @@ class Supervisor:
     """Starts components as process-group leaders with logs under `log_dir`; `stop()` ends them all."""
 
     log_dir: Path
+    pid_file: Optional[Path] = None  # {name: pid} of the running components, for operators and tests
     children: list[Child] = field(default_factory=list)
 
     def start(self, name: str, argv: list[str], *, env: Optional[Mapping[str, str]] = None,
@@ -323,6 +325,8 @@ class Supervisor:
             log.close()
         child = Child(name, proc, log_path, url, ready_url)
         self.children.append(child)
+        if self.pid_file is not None:
+            self.pid_file.write_text(json.dumps({c.name: c.proc.pid for c in self.children}, indent=1) + "\n")
         return child
 
     def exited(self) -> list[Child]:

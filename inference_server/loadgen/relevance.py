@@ -80,35 +80,51 @@ class RelevanceOracle:
         return out
 
 
-def catalog_settings(cfg: RelevanceConfig, repo_root: Path) -> dict[str, Any]:
-    """The catalog section to load: inline in the loadgen config, else the server config's `catalog`."""
+def catalog_settings(cfg: RelevanceConfig, repo_root: Path,
+                     environ: Optional[Mapping[str, str]] = None) -> dict[str, Any]:
+    """The catalog section to load: inline in the loadgen config, else the server config's `catalog`
+    with the server's env overrides (`INFERENCE_SERVER__CATALOG__...`) applied, as the server would."""
     if cfg.catalog is not None:
         return dict(cfg.catalog)
-    if cfg.server_config is None:
-        return {}
-    path = Path(cfg.server_config)
-    if not path.is_absolute() and not path.exists():
-        path = repo_root / path
+    raw: dict[str, Any] = {}
+    if cfg.server_config is not None:
+        path = Path(cfg.server_config)
+        if not path.is_absolute() and not path.exists():
+            path = repo_root / path
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except OSError as exc:
+            raise ConfigError(f"relevance.server_config: cannot read {path}: {exc}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"relevance.server_config: {path}: invalid YAML: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ConfigError(f"relevance.server_config: {path} must be a mapping")
+    from inference_server.config import ConfigError as ServerConfigError
+    from inference_server.config import apply_env_overrides
+
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except OSError as exc:
-        raise ConfigError(f"relevance.server_config: cannot read {path}: {exc}") from exc
-    section = data.get("catalog") if isinstance(data, dict) else None
+        apply_env_overrides(raw, environ)
+    except ServerConfigError as exc:
+        raise ConfigError(f"server env override: {exc}") from exc
+    section = raw.get("catalog")
     if section is not None and not isinstance(section, dict):
-        raise ConfigError(f"relevance.server_config: {path}: `catalog` must be a mapping")
+        raise ConfigError(f"relevance.server_config: {cfg.server_config}: `catalog` must be a mapping")
     return dict(section or {})
 
 
 def load_oracle(cfg: RelevanceConfig, default_price: float = 25.0, repo_root: Optional[Path] = None,
                 overrides: Optional[Mapping[str, Any]] = None) -> RelevanceOracle:
     """Load the catalog and its judged queries exactly as the server would, and wrap them."""
-    from inference_server.catalog import CatalogConfig, load_catalog
+    from inference_server.catalog import CatalogConfig, CatalogError, load_catalog
 
     repo_root = repo_root or Path.cwd()
     settings = catalog_settings(cfg, repo_root)
     settings.update(overrides or {})
     catalog_cfg = build_dataclass(CatalogConfig, settings, "catalog")
-    bundle = load_catalog(catalog_cfg)
+    try:
+        bundle = load_catalog(catalog_cfg)
+    except CatalogError as exc:
+        raise ConfigError(f"relevance: cannot load catalog {catalog_cfg.source!r}: {exc}") from exc
     grades = [g for q in bundle.queries for g in q.judgments.values()]
     if not grades:
         raise ConfigError(f"relevance: catalog {catalog_cfg.source!r} comes without judged queries")

@@ -12,6 +12,7 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+import json  # noqa: E402
 import threading  # noqa: E402
 from typing import Sequence  # noqa: E402
 
@@ -65,6 +66,10 @@ class TorchEncoderBackend(EncoderBackend):
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
         self.weights_dir = resolve_weights_dir(spec)
+        config = json.loads((self.weights_dir / "config.json").read_text(encoding="utf-8"))
+        limit = config.get("max_position_embeddings")
+        if isinstance(limit, int) and spec.max_seq_length > limit:
+            raise ValueError(f"max_seq_length {spec.max_seq_length} exceeds the model's limit of {limit} positions")
         device = _resolve_device(spec.device)
         dtype = _resolve_dtype(spec.dtype, device)
         if device.type == "cpu" and spec.num_threads is not None:
@@ -80,9 +85,6 @@ class TorchEncoderBackend(EncoderBackend):
             raise BackendUnavailable(f"cannot load the model from {self.weights_dir}: {exc}") from exc
         if not self.tokenizer.is_fast:
             raise BackendUnavailable(f"{self.weights_dir} has no fast tokenizer (tokenizer.json)")
-        limit = getattr(transformer.config, "max_position_embeddings", None)
-        if limit is not None and spec.max_seq_length > limit:
-            raise ValueError(f"max_seq_length {spec.max_seq_length} exceeds the model's limit of {limit} positions")
         self.module = SentenceEncoder(transformer).to(device).eval()
         self._torch_device = device
         self.device = f"cuda:{device.index}" if device.type == "cuda" else "cpu"

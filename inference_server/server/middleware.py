@@ -100,7 +100,7 @@ async def observe_requests(request: web.Request, handler) -> web.StreamResponse:
     )
     if ctx.error_code in REJECTION_REASONS:
         metrics.rejected.labels(endpoint, ctx.error_code).inc()
-    if status >= 400 or (spec is not None and spec.log_requests):
+    if spec is None or spec.log_requests or ctx.error_code == INTERNAL_ERROR:
         app[REQUEST_LOG].write(
             request_id=ctx.request_id,
             method=request.method,

@@ -49,3 +49,11 @@ def test_homedepot_judgments_drive_relevance():
     # Home Depot has no prices: a stable pseudo-price is used for revenue.
     pid = oracle.product_ids[0]
     assert oracle.price(pid) == oracle.price(pid) > 0
+
+
+def test_server_env_overrides_apply_to_the_catalog(tmp_path, monkeypatch):
+    server_cfg = tmp_path / "server.yaml"
+    server_cfg.write_text(yaml.safe_dump({"catalog": SMALL}))
+    monkeypatch.setenv("INFERENCE_SERVER__CATALOG__NUM_PRODUCTS", "220")
+    oracle = load_oracle(RelevanceConfig(server_config=str(server_cfg)))
+    assert len(oracle.product_ids) == 220

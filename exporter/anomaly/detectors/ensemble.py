@@ -5,12 +5,13 @@ Two views of "normal" must both be violated (their deviations are combined with 
 * local: distance from the median of the last ``window`` points, in robust scale units
   (IQR / 1.349, floored at 0.3 x the window's standard deviation for count-like series);
 * seasonal (when a period is configured or detected): distance outside the band spanned by the
-  same phase (+/- ``neighbourhood`` points, which absorbs phase jitter) in the previous ``cycles``
+  same phase (+/- ``neighbourhood`` points, ``period // 128`` by default, which absorbs phase jitter) in the previous ``cycles``
   cycles, in units of the typical half-width of that band.
 
 The combined deviation ``raw`` is then judged against its own history (the last ``history`` points,
 re-estimated at every fit), like NAB's anomaly likelihood, by two calibrated ratios whose maximum is
-the score: ``raw / max(raw history)`` (a deviation larger than anything recently seen) and
+the score: ``raw / (record_margin * max(raw history))`` (a deviation clearly larger than anything
+recently seen) and
 ``z(log1p raw) / sigmas`` (a rare deviation for this series). After an alert (score > 1) the score is
 rescaled by the alert's peak for ``holdoff`` points, so a continuing incident re-alerts only when it
 gets worse.
@@ -23,26 +24,34 @@ from numpy.lib.stride_tricks import sliding_window_view
 from .base import Detector, DetectorOutput, Direction, scale_floor
 from .seasonality import detect_period
 
+MIN_LOG_SPREAD = 0.25
+
 
 class EnsembleDetector(Detector):
     name = "ensemble"
 
-    def __init__(self, *, window: int = 64, period: int | str = "auto", neighbourhood: int = 3,
+    def __init__(self, *, window: int = 128, period: int | str = "auto", neighbourhood: int | str = "auto",
                  cycles: int = 3, history: int = 6000, holdoff: int = 600, sigmas: float = 4.0,
-                 **kwargs) -> None:
+                 record_margin: float = 1.25, **kwargs) -> None:
         super().__init__(sigmas=sigmas, **kwargs)
         if int(window) < 4:
             raise ValueError("window must be >= 4")
         if period != "auto" and (not isinstance(period, int) or period < 0):
             raise ValueError("period must be an integer >= 0 or 'auto'")
-        if cycles < 1 or neighbourhood < 0 or history < 20 or holdoff < 0:
-            raise ValueError("cycles >= 1, neighbourhood >= 0, history >= 20, holdoff >= 0 required")
+        if neighbourhood != "auto" and (not isinstance(neighbourhood, int) or neighbourhood < 0):
+            raise ValueError("neighbourhood must be an integer >= 0 or 'auto'")
+        if cycles < 1 or history < 20 or holdoff < 0:
+            raise ValueError("cycles >= 1, history >= 20, holdoff >= 0 required")
         self.window = int(window)
         self.period_setting = period
-        self.neighbourhood = int(neighbourhood)
+        self.neighbourhood_setting = neighbourhood
+        self.neighbourhood = 0 if neighbourhood == "auto" else int(neighbourhood)
         self.cycles = int(cycles)
         self.history = int(history)
         self.holdoff = int(holdoff)
+        if record_margin < 1:
+            raise ValueError("record_margin must be >= 1")
+        self.record_margin = float(record_margin)
         self.period = 0
         self._buf = np.empty(0)
         self._floor = 1e-9
@@ -58,7 +67,7 @@ class EnsembleDetector(Detector):
     def context(self) -> int:
         """Points of past data a new point needs."""
         seasonal = self.cycles * self.period + self.neighbourhood + 1 if self.period else 0
-        return max(self.window, seasonal)
+        return self.window + seasonal
 
     def fit(self, history: np.ndarray) -> None:
         h = np.asarray(history, dtype=float)
@@ -73,8 +82,11 @@ class EnsembleDetector(Detector):
         self._floor = scale_floor(h)
         period = self.period_setting
         if period == "auto":
-            period = detect_period(h, min_period=max(2 * self.neighbourhood + 2, 4),
-                                   max_period=h.size // (self.cycles + 1))
+            period = detect_period(h, min_period=4, max_period=h.size // (self.cycles + 1))
+        if self.neighbourhood_setting == "auto":
+            # Phase jitter grows with the cycle length: +/-1 point up to 255, +/-2 at 288 (5-minute
+            # days), +/-11 at 1440 (1-minute days).
+            self.neighbourhood = max(1, int(period) // 128) if period else 0
         self.period = int(period) if period and h.size > self.cycles * period + self.neighbourhood + self.window else 0
         if self.period and self.period <= self.neighbourhood:
             self.period = 0
@@ -87,7 +99,9 @@ class EnsembleDetector(Detector):
             raw = self._raw(h, n_eval)[0]
             self._ref_max = max(float(np.max(raw)), 1e-9)
             lr = np.log1p(raw)
-            self._log_mu, self._log_sd = float(lr.mean()), max(float(lr.std()), 1e-6)
+            # The spread is floored so a series whose deviations are almost always ~0 still needs
+            # an e-fold deviation (log1p(raw) one unit above its mean) per sigma.
+            self._log_mu, self._log_sd = float(lr.mean()), max(float(lr.std()), MIN_LOG_SPREAD)
         else:
             self._ref_max, self._log_mu, self._log_sd = np.inf, 0.0, 1.0
         self._buf = h[-self.context:].copy()
@@ -108,11 +122,20 @@ class EnsembleDetector(Detector):
     def _raw(self, v: np.ndarray, n: int) -> tuple[np.ndarray, ...]:
         """Deviation of the last n points of v (each judged on the points before it)."""
         w = self.window
-        past = sliding_window_view(v[:-1], w)[-n:]  # past[i] = the w points before point i
+        x = v[-n:]
+        if self.period:
+            # The local view works on the deseasonalised series (value minus the seasonal mid-band).
+            hi_all, lo_all = self._season_band(v, n + w)
+            mid_all = (hi_all + lo_all) / 2.0
+            base = v[-(n + w):] - mid_all
+            hi, lo, mid = hi_all[-n:], lo_all[-n:], mid_all[-n:]
+        else:
+            base, mid = v[-(n + w):], 0.0
+        past = sliding_window_view(base[:-1], w)  # past[i] = the w points before point i
         q25, med, q75 = np.percentile(past, [25, 50, 75], axis=1)
         local_scale = np.maximum(np.maximum((q75 - q25) / 1.349, 0.3 * past.std(axis=1)), self._floor)
-        x = v[-n:]
-        local = (x - med) / local_scale
+        local = (base[-n:] - med) / local_scale
+        med = med + mid
         if self.direction is Direction.ABOVE:
             local = np.maximum(local, 0.0)
         elif self.direction is Direction.BELOW:
@@ -121,7 +144,6 @@ class EnsembleDetector(Detector):
             local = np.abs(local)
         if not self.period:
             return local, med, med, local_scale, None, None
-        hi, lo = self._season_band(v, n)
         above = np.maximum(x - hi, 0.0) / self._season_scale
         below = np.maximum(lo - x, 0.0) / self._season_scale
         if self.direction is Direction.ABOVE:
@@ -150,11 +172,11 @@ class EnsembleDetector(Detector):
                 filled[i] = filled[i - 1] if i else last
         v = np.concatenate([self._buf, filled])
         raw, med, expected, local_scale, hi, lo = self._raw(v, n)
-        ratio = raw / self._ref_max
+        ratio = raw / (self.record_margin * self._ref_max)
         z = (np.log1p(raw) - self._log_mu) / (self._log_sd * self.sigmas)
         score = np.maximum(np.maximum(ratio, z), 0.0)
         # The raw deviation at which the score reaches 1 gives the band.
-        raw_one = min(self._ref_max, float(np.expm1(self._log_mu + self.sigmas * self._log_sd)))
+        raw_one = min(self.record_margin * self._ref_max, float(np.expm1(self._log_mu + self.sigmas * self._log_sd)))
         lower, upper = med - raw_one * local_scale, med + raw_one * local_scale
         if hi is not None:
             lower = np.minimum(lower, lo - raw_one * self._season_scale)

@@ -21,8 +21,9 @@ class HoltWintersDetector(Detector):
     name = "holt_winters"
 
     def __init__(self, *, period: int | str = "auto", trend: bool = True, damped: bool = True,
-                 horizon: int = 1440, **kwargs) -> None:
-        super().__init__(**kwargs)
+                 horizon: int = 1440, sigmas: float = 3.5, **kwargs) -> None:
+        # 3.5 sigmas by default: in-sample one-step residuals understate out-of-sample errors.
+        super().__init__(sigmas=sigmas, **kwargs)
         if period != "auto" and (not isinstance(period, int) or period < 0):
             raise ValueError("period must be an integer >= 0 or 'auto'")
         self.period_setting = period
@@ -45,9 +46,11 @@ class HoltWintersDetector(Detector):
             model = ExponentialSmoothing(
                 h, trend="add" if self.trend else None, damped_trend=self.damped,
                 seasonal=seasonal, seasonal_periods=int(period) if seasonal else None,
-                initialization_method="estimated",
+                # Heuristic initial states + no brute-force grid keep a 1440-point season fast.
+                initialization_method="heuristic" if seasonal and h.size >= 2 * period + 10
+                else "estimated",
             )
-            res = model.fit()
+            res = model.fit(use_brute=False)
         self._forecast = np.asarray(res.forecast(self.horizon), dtype=float)
         resid = h - np.asarray(res.fittedvalues)
         self._scale = robust_scale(resid, floor)

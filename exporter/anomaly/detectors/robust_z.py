@@ -47,9 +47,16 @@ class RobustZScore(Detector):
             with np.errstate(all="ignore"):
                 profile = np.nanmedian(tail, axis=0)
             profile = np.where(np.isfinite(profile), profile, np.nanmedian(h))
-            fitted = np.tile(profile, cycles)
-            resid = tail.ravel() - fitted
-            recent = resid[-self.window:]
+            # Leave-one-cycle-out residuals: judged against a profile that did not see them, as
+            # new points will be (in-sample residuals would understate the scale).
+            if cycles >= 3:
+                with np.errstate(all="ignore"):
+                    resid = np.concatenate([
+                        tail[c] - np.nanmedian(np.delete(tail, c, axis=0), axis=0)
+                        for c in range(cycles)])
+            else:
+                resid = (tail - profile).ravel()
+            recent = (tail - profile).ravel()[-self.window:]
             self._level = float(np.nanmedian(recent)) if np.isfinite(recent).any() else 0.0
             self._scale = robust_scale(resid, floor)
             self._profile = profile

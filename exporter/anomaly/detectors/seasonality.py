@@ -35,9 +35,20 @@ def detect_period(values: np.ndarray, *, min_period: int = 4, max_period: int | 
         peaks = peaks[acf[peaks] - trough[peaks] >= min_prominence]
     if peaks.size == 0:
         return 0
-    best = peaks[np.argmax(acf[peaks])]
+    best = int(peaks[np.argmax(acf[peaks])])
     # Prefer the fundamental: the smallest peak nearly as strong as the best whose multiple it is.
     for p in peaks:
-        if p < best and best % p in (0,) and acf[p] >= 0.9 * acf[best]:
-            return int(p)
-    return int(best)
+        if p < best and abs(best / p - round(best / p)) * p <= 1 and acf[p] >= 0.9 * acf[best]:
+            best = int(p)
+            break
+    return _refine(acf, best, max_period)
+
+
+def _refine(acf: np.ndarray, period: int, max_lag: int) -> int:
+    """Sharpen the period with the furthest multiple's peak (noise shifts a single peak by a lag)."""
+    mult = max_lag // period
+    if mult < 2:
+        return period
+    lo, hi = mult * period - mult, min(mult * period + mult, len(acf) - 1)
+    peak = lo + int(np.argmax(acf[lo:hi + 1]))
+    return max(2, int(round(peak / mult)))

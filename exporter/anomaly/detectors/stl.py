@@ -17,8 +17,10 @@ class STLDetector(Detector):
     name = "stl"
 
     def __init__(self, *, period: int | str = "auto", robust: bool = True, slope_window: int = 10,
-                 **kwargs) -> None:
-        super().__init__(**kwargs)
+                 sigmas: float = 4.0, **kwargs) -> None:
+        # 4 sigmas by default: the edge of a LOESS decomposition, which new points are compared
+        # with, is noisier than the in-sample residuals suggest.
+        super().__init__(sigmas=sigmas, **kwargs)
         if period != "auto" and (not isinstance(period, int) or period < 2):
             raise ValueError("period must be an integer >= 2 or 'auto'")
         self.period_setting = period
@@ -44,15 +46,23 @@ class STLDetector(Detector):
             self._trend_last, self._slope = float(np.median(recent)), 0.0
             self._scale = robust_scale(np.diff(h) / np.sqrt(2.0), floor) if h.size > 2 else floor
         else:
-            res = STL(h, period=int(period), robust=self.robust).fit()
+            # LOESS jumps keep long periods (1440 at 1-minute steps) affordable; see statsmodels STL.
+            jump = max(1, int(period) // 25)
+            res = STL(h, period=int(period), robust=self.robust, seasonal_jump=jump,
+                      trend_jump=jump, low_pass_jump=jump).fit()
             trend = np.asarray(res.trend)
-            k = min(self.slope_window, trend.size - 1)
+            seasonal = np.asarray(res.seasonal)
+            # The slope over a whole cycle: short-window slopes of a LOESS trend are noisy.
+            k = min(max(self.slope_window, int(period)), trend.size - 1)
             self._slope = float((trend[-1] - trend[-1 - k]) / k) if k > 0 else 0.0
             self._trend_last = float(trend[-1])
-            seasonal = np.asarray(res.seasonal)
-            # The seasonal value for the phase that follows the history.
-            self._seasonal = seasonal[-period:]
-            self._scale = robust_scale(np.asarray(res.resid), floor)
+            # The seasonal value for the phase that follows the history: the mean of the last cycles'
+            # components (the edge cycle alone is a one-sided LOESS estimate, as noisy as the data).
+            cycles = min(4, seasonal.size // period)
+            self._seasonal = seasonal[seasonal.size - cycles * period:].reshape(cycles, period).mean(axis=0)
+            # In-sample residuals understate the error of a forecast (the fit absorbs noise), so the
+            # scale comes from pseudo one-step forecasts: previous trend + slope + last cycle's season.
+            self._scale = robust_scale(_pseudo_forecast_errors(h, trend, seasonal, int(period), k), floor)
             self.period = int(period)
         self._step = 0
         self.fitted = True
@@ -65,6 +75,16 @@ class STLDetector(Detector):
         if self.period:
             expected = expected + self._seasonal[(steps - 1) % self.period]
         return expected, np.full(n, self._scale)
+
+
+def _pseudo_forecast_errors(h: np.ndarray, trend: np.ndarray, seasonal: np.ndarray, period: int,
+                            k: int) -> np.ndarray:
+    start = period + k + 1
+    if h.size <= start:
+        return h - trend - seasonal
+    t = np.arange(start, h.size)
+    slope = (trend[t - 1] - trend[t - 1 - k]) / k if k > 0 else 0.0
+    return h[t] - (trend[t - 1] + slope + seasonal[t - period])
 
 
 def _fill_gaps(h: np.ndarray) -> np.ndarray:

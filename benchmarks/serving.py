@@ -1,0 +1,208 @@
+#!/usr/bin/env python3
+"""Serving benchmark: how close the HTTP server gets to the model's in-process limit.
+
+Prints, in one run on one machine:
+  (a) in-process limit: queries/s of tokenise + encode + top-k (no HTTP) at the best batch size
+      of a sweep;
+  (b) HTTP closed loop: throughput and p50/p95/p99 latency of POST /v1/search with N concurrent
+      clients against a server subprocess with dynamic batching on;
+  (c) the same with batching off (max batch 1);
+then (b)/(a) (target >= 0.85) and (b)/(c) (target >= 1.5).
+
+The load generator is a minimal keep-alive HTTP/1.1 client on raw asyncio streams, so it takes
+as little CPU as possible from the server on a small machine.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+TARGET_HTTP_VS_INPROCESS = 0.85
+TARGET_BATCHING_GAIN = 1.5
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=20.0,
+                        help="seconds measured per HTTP phase (b, c); the sweep uses duration/4 per batch size")
+    parser.add_argument("--concurrency", type=int, default=32, help="concurrent closed-loop clients (default 32)")
+    parser.add_argument("--catalog-size", type=int, default=5000, help="synthetic catalog products (default 5000)")
+    parser.add_argument("--batch-sizes", default="1,2,4,8,16,32,64",
+                        help="batch sizes swept in (a) (comma-separated)")
+    parser.add_argument("--k", type=int, default=10, help="results per search (default 10)")
+    parser.add_argument("--num-threads", type=int, default=None,
+                        help="torch intra-op threads for (a) and the server (default: torch's choice)")
+    parser.add_argument("--max-queue-delay-ms", type=float, default=2.0, help="server batching delay (default 2)")
+    parser.add_argument("--cache-dir", default=str(REPO_ROOT / "var" / "cache" / "embeddings"),
+                        help="embedding cache shared by (a) and the server")
+    return parser.parse_args(argv)
+
+
+# -- (a) in-process ----------------------------------------------------------------------------
+
+def in_process_sweep(args, queries: list[str]) -> tuple[int, float, dict[int, float]]:
+    from tqdm import tqdm
+
+    from inference_server.catalog import CatalogConfig, VectorIndex, load_catalog
+    from inference_server.model.backend import ModelSpec, create_backend
+
+    backend = create_backend(ModelSpec(device="cpu", num_threads=args.num_threads))
+    bundle = load_catalog(CatalogConfig(num_products=args.catalog_size, cache_dir=args.cache_dir))
+    index = VectorIndex.build(bundle.catalog, backend, args.cache_dir, progress=True)
+    backend.warmup((1, 8, 32))
+    sizes = [int(s) for s in args.batch_sizes.split(",") if s.strip()]
+    per_size = max(args.duration / 4.0, 1.0)
+    results: dict[int, float] = {}
+    for size in tqdm(sizes, desc="(a) batch-size sweep", unit="size"):
+        done, cursor = 0, 0
+        started = time.perf_counter()
+        while time.perf_counter() - started < per_size:
+            batch = [queries[(cursor + i) % len(queries)] for i in range(size)]
+            cursor += size
+            backend.token_lengths(batch)  # the server measures token lengths per window too
+            vectors = backend.encode(batch)
+            index.search(vectors, args.k)
+            done += size
+        results[size] = done / (time.perf_counter() - started)
+    backend.close()
+    best = max(results, key=results.get)
+    return best, results[best], results
+
+
+# -- (b), (c) HTTP closed loop -------------------------------------------------------------------
+
+async def _client(port: int, requests: list[bytes], stop_at: float, warm_until: float,
+                  latencies: list[float], failures: list[int], offset: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    i = offset
+    loop = asyncio.get_running_loop()
+    try:
+        while loop.time() < stop_at:
+            request = requests[i % len(requests)]
+            i += 1
+            began = time.perf_counter()
+            writer.write(request)
+            status_line = await reader.readline()
+            length = 0
+            while True:
+                line = await reader.readline()
+                if line in (b"\r\n", b""):
+                    break
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            await reader.readexactly(length)
+            elapsed = time.perf_counter() - began
+            if loop.time() >= warm_until:
+                if status_line.split(b" ", 2)[1] == b"200":
+                    latencies.append(elapsed)
+                else:
+                    failures.append(int(status_line.split(b" ", 2)[1]))
+    finally:
+        writer.close()
+
+
+async def closed_loop(port: int, queries: list[str], concurrency: int, duration: float, k: int) -> dict:
+    import json
+
+    bodies = [json.dumps({"query": q, "k": k}).encode() for q in queries]
+    requests = [
+        b"POST /v1/search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        for body in bodies
+    ]
+    loop = asyncio.get_running_loop()
+    warmup = min(2.0, duration / 4)
+    warm_until = loop.time() + warmup
+    stop_at = warm_until + duration
+    latencies: list[float] = []
+    failures: list[int] = []
+    await asyncio.gather(*[
+        _client(port, requests, stop_at, warm_until, latencies, failures, offset=i * 7)
+        for i in range(concurrency)
+    ])
+    latencies.sort()
+
+    def pct(p: float) -> float:
+        return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000 if latencies else float("nan")
+
+    return {
+        "qps": len(latencies) / duration,
+        "p50_ms": pct(0.50),
+        "p95_ms": pct(0.95),
+        "p99_ms": pct(0.99),
+        "mean_ms": statistics.fmean(latencies) * 1000 if latencies else float("nan"),
+        "ok": len(latencies),
+        "failed": len(failures),
+    }
+
+
+def http_phase(args, queries: list[str], *, batching: bool, max_batch_size: int, workdir: Path) -> dict:
+    from tests.support.processes import running
+    from tests.support.server import start_inference_server
+
+    overrides = {
+        "server": {"request_timeout_ms": 30000},
+        "model": {"num_threads": args.num_threads},
+        "catalog": {"num_products": args.catalog_size, "num_queries": 500, "cache_dir": args.cache_dir},
+        "batching": {"enabled": batching, "max_batch_size": max_batch_size,
+                     "max_queue_delay_ms": args.max_queue_delay_ms, "max_queue_size": 4 * args.concurrency + 64},
+        "request_log": {"enabled": True, "path": str(workdir / "requests.jsonl")},
+    }
+    server = start_inference_server(workdir, overrides=overrides, timeout=600)
+    with running(server):
+        port = int(server.url.rsplit(":", 1)[1])
+        return asyncio.run(closed_loop(port, queries, args.concurrency, args.duration, args.k))
+
+
+def _fmt(result: dict) -> str:
+    return (f"{result['qps']:8.1f} q/s   p50 {result['p50_ms']:7.1f} ms   p95 {result['p95_ms']:7.1f} ms   "
+            f"p99 {result['p99_ms']:7.1f} ms   ({result['ok']} ok, {result['failed']} failed)")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from inference_server.catalog import CatalogConfig, load_catalog
+
+    bundle = load_catalog(CatalogConfig(num_products=args.catalog_size, num_queries=500))
+    queries = [q.text for q in bundle.queries]
+    print(f"machine: {os.cpu_count()} CPUs; catalog {args.catalog_size} products; {len(queries)} distinct queries; "
+          f"concurrency {args.concurrency}; {args.duration:.0f} s per HTTP phase", flush=True)
+
+    best_size, best_qps, sweep = in_process_sweep(args, queries)
+    print("(a) in-process tokenise + encode + top-k:")
+    for size, qps in sweep.items():
+        print(f"      batch {size:3d}: {qps:8.1f} q/s{'   <- best' if size == best_size else ''}")
+
+    # The server batches up to the in-process optimum (32 when the sweep could not tell).
+    server_batch = best_size if best_size > 1 else 32
+    workdir = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    try:
+        batched = http_phase(args, queries, batching=True, max_batch_size=server_batch, workdir=workdir / "batched")
+        print(f"(b) HTTP /v1/search, batching on (max batch {server_batch}): {_fmt(batched)}", flush=True)
+        single = http_phase(args, queries, batching=False, max_batch_size=1, workdir=workdir / "single")
+        print(f"(c) HTTP /v1/search, batching off (max batch 1): {_fmt(single)}", flush=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    ratio_a = batched["qps"] / best_qps if best_qps else float("nan")
+    ratio_c = batched["qps"] / single["qps"] if single["qps"] else float("inf")
+    ok_a, ok_c = ratio_a >= TARGET_HTTP_VS_INPROCESS, ratio_c >= TARGET_BATCHING_GAIN
+    print(f"(b)/(a) = {ratio_a:.2f}   target >= {TARGET_HTTP_VS_INPROCESS}: {'met' if ok_a else 'NOT met'}")
+    print(f"(b)/(c) = {ratio_c:.2f}   target >= {TARGET_BATCHING_GAIN}: {'met' if ok_c else 'NOT met'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

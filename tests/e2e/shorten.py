@@ -1,0 +1,84 @@
+"""What the end-to-end test shortens in its copies of the project's Prometheus and Alertmanager configs.
+
+The project's configs are tuned for production (15 s scrapes, 5 m-6 h windows, `for:` of minutes,
+30 s group waits); an alert loop test must see firing *and* resolution within a few minutes. Only
+timing changes; expressions' logic, thresholds, labels, annotations and routes stay as shipped:
+
+- Prometheus: `scrape_interval`, `evaluation_interval` and `scrape_timeout` 15 s/10 s -> 1 s.
+- Rules: every range window in a rule `expr` is divided by `WINDOW_FACTOR` (15): 5m -> 20s,
+  15m -> 1m, 30m -> 2m, 1h -> 4m, 2h -> 8m, 6h -> 24m, 1d -> 96m, 3d -> 288m (`offset`s untouched).
+- Rules: `for:` of the alerts the test drives (`FAST_ALERTS`: the fast-burn availability page,
+  the canary regressions) -> `FAST_FOR` (3s); every other `for:` keeps its value, so slower alerts
+  (e.g. the 6h/30m burn rate with `for: 15m`) stay pending and do not add notifications.
+- Alertmanager: `group_wait` -> 1s, `group_interval` -> 2s on every route that sets them (and the
+  root); `repeat_interval` unchanged (the Watchdog route's is 1m).
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+WINDOW_FACTOR = 15
+FAST_FOR = "3s"
+# (alertname, required labels) whose `for:` is shortened.
+FAST_ALERTS: tuple[tuple[str, dict[str, str]], ...] = (
+    ("InferenceErrorBudgetBurn", {"long_window": "1h"}),
+    ("CanaryClickThroughRegression", {}),
+    ("CanaryErrorRatioRegression", {}),
+    ("CanaryLatencyRegression", {}),
+)
+PROMETHEUS_GLOBAL = {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "1s"}
+ALERTMANAGER_ROUTE_TIMING = {"group_wait": "1s", "group_interval": "2s"}
+
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+_DURATION = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
+_RANGE = re.compile(r"\[((?:\d+(?:ms|s|m|h|d|w|y))+)(:(?:(?:\d+(?:ms|s|m|h|d|w|y))+)?)?\]")
+
+
+def parse_duration(text: str) -> float:
+    pos, total = 0, 0.0
+    for m in _DURATION.finditer(text):
+        if m.start() != pos:
+            raise ValueError(f"bad duration {text!r}")
+        total += int(m.group(1)) * _UNITS[m.group(2)]
+        pos = m.end()
+    if pos != len(text) or not text:
+        raise ValueError(f"bad duration {text!r}")
+    return total
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(1, round(seconds))
+    for unit in ("d", "h", "m"):
+        if seconds % _UNITS[unit] == 0:
+            return f"{seconds // _UNITS[unit]}{unit}"
+    return f"{seconds}s"
+
+
+def scale_windows(expr: str, factor: float = WINDOW_FACTOR) -> str:
+    """Divide every range window (and subquery range/step) in a PromQL expression by `factor`."""
+    def sub(m: re.Match) -> str:
+        window = format_duration(parse_duration(m.group(1)) / factor)
+        step = m.group(2)
+        if step and len(step) > 1:
+            step = ":" + format_duration(parse_duration(step[1:]) / factor)
+        return f"[{window}{step or ''}]"
+
+    return _RANGE.sub(sub, expr)
+
+
+def _is_fast(rule: dict) -> bool:
+    labels = rule.get("labels") or {}
+    return any(rule.get("alert") == name and all(labels.get(k) == v for k, v in need.items())
+               for name, need in FAST_ALERTS)
+
+
+def shorten_rules(rule_file: dict[str, Any]) -> dict[str, Any]:
+    """The rule-file transform handed to `render_prometheus(rule_transform=...)`."""
+    for group in rule_file.get("groups") or []:
+        group.pop("interval", None)  # evaluate with the (1 s) global interval
+        for rule in group.get("rules") or []:
+            rule["expr"] = scale_windows(str(rule["expr"]))
+            if _is_fast(rule) and "for" in rule:
+                rule["for"] = FAST_FOR
+    return rule_file

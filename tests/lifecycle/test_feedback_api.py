@@ -1,0 +1,202 @@
+"""POST /v1/feedback over HTTP: joins, dedup, expiry, and a replayed event log checked against an offline
+recomputation of every business counter and the online ranking-quality figures (MRR, NDCG)."""
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+from collections import Counter, defaultdict
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.lifecycle.conftest import sample
+
+TTL = 2.0
+
+
+async def wait_until_window_empty(client, timeout: float = 15.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while len(client.lifecycle.feedback) and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+    assert len(client.lifecycle.feedback) == 0
+
+
+async def test_join_dedup_unknown_and_expired(lifecycle_client):
+    client = await lifecycle_client(feedback={"ttl_s": TTL})
+    resp = await client.post("/v1/search", json={"query": "cordless drill", "k": 5}, headers={"X-Request-ID": "req-a"})
+    served = await resp.json()
+    clicked = served["results"][1]["id"]
+    event = {"request_id": "req-a", "event_id": "ev-1", "type": "click", "product_id": clicked}
+    first = await client.post("/v1/feedback", json=event)
+    assert first.status == 200 and await first.json() == {"accepted": 1, "duplicates": 0, "rejected": []}
+    again = await client.post("/v1/feedback", json=event)
+    assert (await again.json())["duplicates"] == 1
+    labels = {"endpoint": "search", "model": "minilm", "version": "1"}
+    assert sample(client.registry, "business_clicks_total", **labels) == 1
+    assert sample(client.registry, "business_click_position_sum", **labels) == 2
+
+    unknown = await client.post("/v1/feedback", json={**event, "request_id": "never-served", "event_id": "ev-2"})
+    body = await unknown.json()
+    assert unknown.status == 404 and body["error"]["code"] == "unknown_request"
+    await wait_until_window_empty(client)
+    expired = await client.post("/v1/feedback", json={**event, "event_id": "ev-3"})
+    body = await expired.json()
+    assert expired.status == 410 and body["error"]["code"] == "expired_request"
+    assert sample(client.registry, "inference_rejected_requests_total", endpoint="feedback", reason="unknown_request") == 1
+    assert sample(client.registry, "inference_rejected_requests_total", endpoint="feedback", reason="expired_request") == 1
+    assert sample(client.registry, "business_feedback_events_total", type="click", outcome="expired_request") == 1
+    # the single clicked request left the window: its NDCG (one click at position 2) was observed
+    assert sample(client.registry, "business_request_ndcg_count", **labels) == 1
+    assert sample(client.registry, "business_request_ndcg_sum", **labels) == pytest.approx(1 / math.log2(3))
+
+
+def ndcg(positions: set[int], k: int) -> float:
+    dcg = sum(1 / math.log2(p + 1) for p in positions if p <= k)
+    idcg = sum(1 / math.log2(i + 1) for i in range(1, min(len(positions), k) + 1))
+    return dcg / idcg
+
+
+async def test_replayed_event_log_matches_offline_recomputation(lifecycle_client):
+    rates = {"EUR": 1.1}
+    client = await lifecycle_client(feedback={"ttl_s": TTL, "currency": "USD", "rates": rates})
+    auth = client.auth
+    resp = await client.post("/v1/admin/models/minilm/versions/2/load", headers=auth)
+    assert resp.status == 200, await resp.json()
+    resp = await client.put("/v1/admin/models/minilm/traffic", json={"weights": {"1": 50, "2": 50}}, headers=auth)
+    assert resp.status == 200
+
+    rng = random.Random(11)
+    products = [p.id for p in client.state.catalog.products]
+    queries = ["cordless drill", "oak dining table", "white paint", "steel hammer", "garden hose", "led bulb"]
+    served: dict[str, dict] = {}
+    for i in range(36):
+        rid = f"req-{i:03d}"
+        endpoint = ("search", "rank", "recommend")[i % 3]
+        if endpoint == "search":
+            body = {"query": rng.choice(queries), "k": rng.choice([3, 5, 8])}
+        elif endpoint == "rank":
+            body = {"query": rng.choice(queries), "items": [{"id": p} for p in rng.sample(products, 6)]}
+        else:
+            body = {"history": rng.sample(products, 2), "k": 5}
+        resp = await client.post(f"/v1/{endpoint}", json={**body, "user_id": f"u{i % 12}"}, headers={"X-Request-ID": rid})
+        data = await resp.json()
+        assert resp.status == 200, data
+        served[rid] = {"endpoint": endpoint, "version": data["version"], "ids": [r["id"] for r in data["results"]]}
+    assert {s["version"] for s in served.values()} == {"1", "2"}
+
+    # The event log: clicks, carts and purchases (some repeated, in EUR, without price), plus noise.
+    log, eid = [], 0
+    for rid, req in served.items():
+        for _ in range(rng.choice([0, 1, 1, 2, 3])):
+            eid += 1
+            pos = rng.randint(1, len(req["ids"]))
+            log.append({"request_id": rid, "event_id": f"e{eid}", "type": "click", "product_id": req["ids"][pos - 1],
+                        **({"position": pos} if rng.random() < 0.5 else {})})
+            if rng.random() < 0.4:
+                eid += 1
+                log.append({"request_id": rid, "event_id": f"e{eid}", "type": "add_to_cart",
+                            "product_id": req["ids"][pos - 1]})
+                if rng.random() < 0.6:
+                    eid += 1
+                    purchase = {"request_id": rid, "event_id": f"e{eid}", "type": "purchase",
+                                "product_id": req["ids"][pos - 1]}
+                    roll = rng.random()
+                    if roll < 0.8:
+                        purchase["price"] = round(rng.uniform(5, 300), 2)
+                    if 0.5 < roll < 0.8:
+                        purchase["currency"] = "EUR"
+                    log.append(purchase)
+    log += [dict(rng.choice(log)) for _ in range(6)]                                   # duplicates
+    log += [{"request_id": "nope-1", "event_id": "x1", "type": "click", "product_id": products[0]},
+            {"request_id": "req-001", "event_id": "x2", "type": "purchase", "product_id": products[0],
+             "price": 5, "currency": "GBP"},                                              # no rate: rejected
+            {"request_id": "req-002", "event_id": "x3", "type": "click", "product_id": "not-shown"}]
+    rng.shuffle(log)
+
+    # Offline recomputation of the same log.
+    expected = defaultdict(Counter)
+    revenue = defaultdict(float)
+    rr_sum, click_pos_sum = defaultdict(float), defaultdict(float)
+    clicked: dict[str, set[int]] = defaultdict(set)
+    outcomes = Counter()
+    seen = set()
+    for e in log:
+        req = served.get(e["request_id"])
+        if e["event_id"] in seen:
+            outcomes[(e["type"], "duplicate")] += 1
+            continue
+        if req is None:
+            outcomes[(e["type"], "unknown_request")] += 1
+            continue
+        if e.get("currency", "USD") not in ("USD", *rates) or (e["type"] == "click" and e["product_id"] not in req["ids"]):
+            outcomes[(e["type"], "invalid")] += 1
+            continue
+        seen.add(e["event_id"])
+        outcomes[(e["type"], "accepted")] += 1
+        key = (req["endpoint"], req["version"])
+        if e["type"] == "click":
+            pos = req["ids"].index(e["product_id"]) + 1
+            expected[key]["clicks"] += 1
+            click_pos_sum[key] += pos
+            rr_sum[key] += 1 / pos
+            clicked[e["request_id"]].add(pos)
+        elif e["type"] == "add_to_cart":
+            expected[key]["carts"] += 1
+        else:
+            expected[key]["orders"] += 1
+            revenue[key] += e.get("price", 0.0) * (rates.get(e.get("currency"), 1.0))
+    ndcg_sum, ndcg_count = defaultdict(float), Counter()
+    for rid, positions in clicked.items():
+        key = (served[rid]["endpoint"], served[rid]["version"])
+        ndcg_sum[key] += ndcg(positions, len(served[rid]["ids"]))
+        ndcg_count[key] += 1
+    for req in served.values():
+        key = (req["endpoint"], req["version"])
+        expected[key]["requests"] += 1
+        expected[key]["impressions"] += len(req["ids"])
+
+    # Replay through the API: batches plus a few single events.
+    singles, batch = log[:3], log[3:]
+    for e in singles:
+        resp = await client.post("/v1/feedback", json=e)
+        assert resp.status in (200, 400, 404), await resp.json()
+    for start in range(0, len(batch), 25):
+        resp = await client.post("/v1/feedback", json={"events": batch[start:start + 25]})
+        assert resp.status == 200, await resp.json()
+    await wait_until_window_empty(client)
+
+    text = await (await client.get("/metrics")).text()
+    got = defaultdict(float)
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name.startswith("business_"):
+                got[(s.name, tuple(sorted(s.labels.items())))] = s.value
+
+    def metric(name, endpoint, version, **extra):
+        labels = {"endpoint": endpoint, "model": "minilm", "version": version, **extra}
+        return got[(name, tuple(sorted(labels.items())))]
+
+    for (endpoint, version), counts in expected.items():
+        where = (endpoint, version)
+        assert metric("business_requests_served_total", endpoint, version) == counts["requests"], where
+        assert metric("business_impressions_total", endpoint, version) == counts["impressions"], where
+        assert metric("business_clicks_total", endpoint, version) == counts["clicks"], where
+        assert metric("business_add_to_carts_total", endpoint, version) == counts["carts"], where
+        assert metric("business_orders_total", endpoint, version) == counts["orders"], where
+        assert metric("business_revenue_total", endpoint, version, currency="USD") == pytest.approx(revenue[where]), where
+        assert metric("business_click_position_sum", endpoint, version) == pytest.approx(click_pos_sum[where]), where
+        assert metric("business_click_reciprocal_rank_count", endpoint, version) == counts["clicks"], where
+        if counts["clicks"]:
+            mrr = metric("business_click_reciprocal_rank_sum", endpoint, version) / counts["clicks"]
+            assert mrr == pytest.approx(rr_sum[where] / counts["clicks"]), where
+        assert metric("business_request_ndcg_count", endpoint, version) == ndcg_count[where], where
+        if ndcg_count[where]:
+            mean_ndcg = metric("business_request_ndcg_sum", endpoint, version) / ndcg_count[where]
+            assert mean_ndcg == pytest.approx(ndcg_sum[where] / ndcg_count[where]), where
+    for (etype, outcome), n in outcomes.items():
+        labels = {"type": etype, "outcome": outcome}
+        assert got[("business_feedback_events_total", tuple(sorted(labels.items())))] == n, labels
+    assert sum(expected[k]["clicks"] for k in expected) > 10                 # the log exercised the joins
+    assert outcomes[("purchase", "accepted")] > 0 and outcomes[("click", "duplicate")] + outcomes[("purchase", "duplicate")] + outcomes[("add_to_cart", "duplicate")] > 0

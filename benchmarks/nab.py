@@ -11,6 +11,7 @@ transform ``score / (1 + score)`` (1 maps to 0.5). Results are scored with ``ben
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import sys
 import time
@@ -46,13 +47,13 @@ def to_nab_score(score: np.ndarray) -> np.ndarray:
     return s / (1.0 + s)
 
 
-def run_file(args: tuple[str, Path, Path, Path]) -> str:
-    detector_name, data_dir, rel, out_dir = args
+def run_file(args: tuple[str, Path, Path, Path, dict]) -> str:
+    detector_name, data_dir, rel, out_dir, overrides = args
     warnings.filterwarnings("ignore")
     sched = SCHEDULES[detector_name]
     frame = pd.read_csv(data_dir / rel)
     values = frame["value"].to_numpy(dtype=float)
-    detector = build_detector(detector_name, sched["params"])
+    detector = build_detector(detector_name, {**sched["params"], **overrides})
     # Warm-up: detectors first fit once half of the (unscored) probationary period has been seen.
     min_fit = max(probation_length(len(values)) // 2, 20)
     out = stream(detector, values, fit_every=sched["fit_every"], fit_window=sched["fit_window"],
@@ -75,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--processes", type=int, default=1,
                         help="worker processes (default 1: the machine is shared)")
     parser.add_argument("--score-only", action="store_true", help="only score existing results")
+    parser.add_argument("--params", type=json.loads, default={},
+                        help='JSON detector parameters overriding the defaults, e.g. \'{"holdoff": 300}\'')
     args = parser.parse_args(argv)
     files = sorted(p.relative_to(args.data / "data") for p in (args.data / "data").glob("*/*.csv"))
     if not files:
@@ -83,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.detectors:
         t0 = time.perf_counter()
         if not args.score_only:
-            jobs = [(name, args.data / "data", rel, args.out) for rel in files]
+            jobs = [(name, args.data / "data", rel, args.out, args.params) for rel in files]
             with tqdm(total=len(jobs), desc=name, unit="file") as bar:
                 if args.processes > 1:
                     with multiprocessing.Pool(args.processes) as pool:

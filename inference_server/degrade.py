@@ -59,7 +59,11 @@ class DegradedBackend(EncoderBackend):
         return self.inner.token_lengths(texts)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        vectors = np.array(self.inner.encode(texts), dtype=np.float32, copy=True)
+        return self.perturb(np.array(self.inner.encode(texts), dtype=np.float32, copy=True), texts)
+
+    def perturb(self, vectors: np.ndarray, texts: Sequence[str]) -> np.ndarray:
+        """Add each text's seeded noise to its row of the inner model's `vectors` (in place) and
+        re-normalise; lets a catalog index be derived from the inner model's cached one."""
         scale = self.degrade.embedding_noise / np.sqrt(self.dim)
         for row, text in enumerate(texts):
             seed = hashlib.blake2b(f"{self.degrade.seed}\x00{text}".encode("utf-8", "surrogatepass"),

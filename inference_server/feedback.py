@@ -37,6 +37,7 @@ EVENT_TYPES = ("click", "add_to_cart", "purchase")
 EVENT_FIELDS = ("request_id", "event_id", "type", "product_id", "position", "price", "currency")
 _ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
+_MAX_PRODUCT_ID = 256
 
 CLICK_POSITION_BUCKETS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 15, 20, 50)
 RECIPROCAL_RANK_BUCKETS = (0.02, 0.05, 0.1, 0.2, 0.25, 1 / 3, 0.5, 1.0)
@@ -49,15 +50,16 @@ class FeedbackConfig:
 
     max_requests: int = 100_000          # served requests held for joins
     ttl_s: float = 1800.0                # join window per request
-    max_event_ids: int = 400_000         # event ids remembered for dedup (also dropped after ttl_s)
+    max_event_ids: int = 200_000         # event ids remembered for dedup (also dropped after ttl_s)
     max_expired_ids: int = 100_000       # ids of requests that left the window, to answer expired_request
     sweep_interval_s: float = 1.0        # how often expired requests are swept (NDCG observed then)
     max_events_per_request: int = 1000   # events in one POST /v1/feedback
+    max_positions: int = 100             # result positions kept per request (clicks beyond are rejected)
     currency: str = "USD"                # revenue currency (label of business_revenue_total)
     rates: dict[str, float] = field(default_factory=dict)  # other currency -> units of `currency` per unit
 
     def check(self, prefix: str = "feedback") -> None:
-        for name in ("max_requests", "max_event_ids", "max_events_per_request"):
+        for name in ("max_requests", "max_event_ids", "max_events_per_request", "max_positions"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{prefix}.{name}: expected >= 1, got {getattr(self, name)}")
         if self.max_expired_ids < 0:
@@ -170,16 +172,18 @@ class FeedbackStore:
         """Remember an answer for joins and count its impressions."""
         now = self._clock()
         self._sweep(now)
-        ids = tuple(product_ids)
+        shown = len(product_ids)
+        ids = tuple(product_ids[:self.config.max_positions])
         if request_id in self._requests:          # a client reused its X-Request-ID: the newest wins
             self._leave(request_id, self._requests.pop(request_id))
         while len(self._requests) >= self.config.max_requests:
             old_id, old = self._requests.popitem(last=False)
             self._leave(old_id, old)
-        self._requests[request_id] = ServedRequest(endpoint, model, version, ids, int(k), now)
+        self._requests[request_id] = ServedRequest(endpoint, model, version, ids,
+                                                   min(int(k), self.config.max_positions), now)
         self.metrics.requests_served.labels(endpoint, model, version).inc()
-        if ids:
-            self.metrics.impressions.labels(endpoint, model, version).inc(len(ids))
+        if shown:
+            self.metrics.impressions.labels(endpoint, model, version).inc(shown)
         self.metrics.store_requests.set(len(self._requests))
 
     def sweep(self) -> int:
@@ -292,7 +296,10 @@ class FeedbackStore:
             value = raw.get(key)
             if value is None:
                 raise EventRejected("validation", f"{key} is required", key)
-            if not isinstance(value, str) or not _ID_RE.match(value):
+            if key == "product_id":
+                if not isinstance(value, str) or not 0 < len(value) <= _MAX_PRODUCT_ID:
+                    raise EventRejected("validation", f"product_id must be a string of 1-{_MAX_PRODUCT_ID} characters", key)
+            elif not isinstance(value, str) or not _ID_RE.match(value):
                 raise EventRejected("validation", f"{key} must be 1-128 characters of [A-Za-z0-9._:-]", key)
         if raw.get("type") not in EVENT_TYPES:
             raise EventRejected("validation", f"type must be one of {', '.join(EVENT_TYPES)}", "type")
@@ -311,8 +318,7 @@ class FeedbackStore:
             raise EventRejected("validation", f"{field_name} is only allowed on purchase events", field_name)
         return raw
 
-    @staticmethod
-    def _position(event: Mapping[str, Any], req: ServedRequest) -> Optional[int]:
+    def _position(self, event: Mapping[str, Any], req: ServedRequest) -> Optional[int]:
         """The 1-based position of the event's product in the answer (required for clicks)."""
         shown_at = req.position_of(event["product_id"])
         given = event.get("position")
@@ -321,7 +327,10 @@ class FeedbackStore:
         if given is not None and shown_at is None:
             raise EventRejected("validation", f"product {event['product_id']} was not shown at position {given}", "position")
         if event["type"] == "click" and shown_at is None:
-            raise EventRejected("validation", f"clicked product {event['product_id']} was not among the request's results", "product_id")
+            limit = self.config.max_positions
+            where = (f"the first {limit} results (feedback.max_positions)" if len(req.product_ids) >= limit
+                     else "the request's results")
+            raise EventRejected("validation", f"clicked product {event['product_id']} was not among {where}", "product_id")
         return shown_at
 
     def _revenue(self, event: Mapping[str, Any]) -> Optional[float]:

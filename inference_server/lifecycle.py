@@ -28,7 +28,7 @@ from prometheus_client.registry import Collector
 
 from inference_server.catalog.index import VectorIndex
 from inference_server.config import AppConfig, ConfigError, register_section
-from inference_server.degrade import DegradeConfig, maybe_degrade
+from inference_server.degrade import DegradeConfig, DegradedBackend, maybe_degrade
 from inference_server.drift import DriftCollector, DriftConfig, DriftMonitor
 from inference_server.faults import FaultInjector, FaultMetrics
 from inference_server.feedback import FeedbackConfig, FeedbackMetrics, FeedbackStore
@@ -407,7 +407,7 @@ class ModelLifecycle:
         mv.index_seconds, mv.index_from_cache = index.build_seconds, index.from_cache
         mv.loaded_at = time.time()
         mv.batcher = DynamicBatcher(backend, batching, self.state.metrics, model=self.model, version=version,
-                                    retry_after_s=self.config.server.retry_after_s)
+                                    retry_after_s=self.config.server.retry_after_s, searcher=index.search)
         mv.batcher.start()
         self.artifacts[version] = artifacts
         self.drift[version] = DriftMonitor(self.model, version, artifacts.drift_reference, self.drift_config)
@@ -429,7 +429,7 @@ class ModelLifecycle:
         load_s = time.perf_counter() - started
         try:
             self._record(mv, check_finite_weights(backend))
-            index = VectorIndex.build(self.state.catalog, backend, self.config.catalog.cache_dir, progress=False)
+            index = self._build_index(backend)
             artifacts = self.repository.load_artifacts(self.model, mv.version, self.state.catalog)
             if artifacts is None:
                 if not self.repo_config.register_missing:
@@ -465,6 +465,17 @@ class ModelLifecycle:
             backend.close()
             raise
         return backend, index, artifacts, load_s, warm_s
+
+    def _build_index(self, backend) -> VectorIndex:
+        """The catalog index of a version; a degraded version derives its own from the inner model's
+        (cached) one instead of embedding the whole catalog again."""
+        catalog, cache_dir = self.state.catalog, self.config.catalog.cache_dir
+        if not isinstance(backend, DegradedBackend):
+            return VectorIndex.build(catalog, backend, cache_dir, progress=False)
+        started = time.perf_counter()
+        base = VectorIndex.build(catalog, backend.inner, cache_dir, progress=False)
+        vectors = backend.perturb(base.embeddings.copy(), [p.text() for p in catalog.products])
+        return VectorIndex(base.ids, vectors, time.perf_counter() - started, from_cache=base.from_cache)
 
     def _record(self, mv: ModelVersion, result: CheckResult) -> None:
         """Keep a check's outcome on the version (`/v1/models`, gauges); raise when it failed."""

@@ -242,10 +242,10 @@ def ranking_metrics(ranked_ids: Sequence[str], judgments: dict[str, float], k: i
     return (dcg / idcg if idcg > 0 else 0.0), rr
 
 
-def _progress(total: int, desc: str, enabled: bool):
+def _progress(total: int, desc: str, enabled: bool, unit: str = "q"):
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="q", disable=not enabled, file=sys.stderr, leave=False)
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, file=sys.stderr, leave=False)
 
 
 def build_artifacts(backend: EncoderBackend, index, bundle, *, golden_queries: int = 16, golden_k: int = 10,
@@ -456,8 +456,7 @@ def register_version(config, repo: ModelRepository, name: str, version: str, *, 
 
     rcfg: ModelRepositoryConfig = config.section("model_repository")
     entry = repo.entry(name, version)
-    steps = _progress(4, f"register {name}/{version}", progress)
-    steps.unit = "step"
+    steps = _progress(4, f"register {name}/{version}", progress, unit="step")
     with steps:
         steps.set_postfix_str("catalog")
         bundle = load_catalog(config.catalog)
@@ -482,6 +481,7 @@ def register_version(config, repo: ModelRepository, name: str, version: str, *, 
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    import inference_server.lifecycle_app  # noqa: F401  (registers every lifecycle config section)
     from inference_server.config import load_config
 
     parser = argparse.ArgumentParser(prog="python -m inference_server.repository",

@@ -272,7 +272,19 @@ class Stack:
             problems += check_url("Grafana health", f"http://127.0.0.1:{p.grafana}/api/health", None)
         if not self.args.no_loadgen:
             problems += self._wait_for_traffic(prom, deadline)
+        problems += self._wait_for_watchdog(deadline)
         return problems
+
+    def _wait_for_watchdog(self, deadline: float) -> list[str]:
+        """The Watchdog alert travels Prometheus -> Alertmanager -> the heartbeat receiver (local sink)."""
+        url = f"http://127.0.0.1:{self.ports.sinks}/api/webhooks"
+        while time.monotonic() < deadline + 60:
+            hooks = get_json(url)
+            if any(w["name"] == "watchdog" for w in hooks):
+                print("  watchdog: the Watchdog alert reached its heartbeat receiver (Prometheus -> Alertmanager -> sink)")
+                return []
+            time.sleep(2)
+        return ["the Watchdog alert did not reach the heartbeat receiver"]
 
     def _wait_for_traffic(self, prom: str, deadline: float) -> list[str]:
         query = "sum(inference_requests_total)"
@@ -373,8 +385,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                 print("\nSMOKE FAILED:\n  " + "\n  ".join(problems), flush=True)
                 rc = 1
             else:
-                print("\nSMOKE OK: all Prometheus targets up, rules loaded, alert pages answer, traffic flowing.",
-                      flush=True)
+                print("\nSMOKE OK: all Prometheus targets up, rules loaded, alert pages answer, traffic flowing, "
+                      "Watchdog delivered.", flush=True)
                 rc = 0
         else:
             stop["starting"] = False

@@ -37,8 +37,10 @@ class AnomalyComponent:
     name = "anomaly"
 
     def __init__(self, config: AnomalyConfig, context: ComponentContext | None = None, *,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, autorun: bool = True) -> None:
+        """``autorun=False`` starts no job loops: the caller drives passes with run_once()."""
         self.config = config
+        self._autorun = autorun
         self._context = context
         self._clock = clock
         self.metrics = RuntimeMetrics()
@@ -50,6 +52,7 @@ class AnomalyComponent:
         self._session: aiohttp.ClientSession | None = None
         self._reader: PrometheusReader | None = None
         self._tasks: list[asyncio.Task] = []
+        self._up: dict[str, bool] = {}  # last known source state per job, to log transitions only
         self._headers = self._auth_headers(context.config_dir if context else Path.cwd())
 
     def _auth_headers(self, config_dir: Path) -> dict[str, str]:
@@ -77,8 +80,9 @@ class AnomalyComponent:
             self._session, cfg.prometheus_url, timeout=cfg.timeout_seconds, retries=cfg.retries,
             backoff_initial=cfg.backoff_initial_seconds, backoff_max=cfg.backoff_max_seconds,
             headers=self._headers)
-        self._tasks = [asyncio.create_task(self._run_job(job), name=f"anomaly:{job.config.name}")
-                       for job in self.jobs]
+        if self._autorun:
+            self._tasks = [asyncio.create_task(self._run_job(job), name=f"anomaly:{job.config.name}")
+                           for job in self.jobs]
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -132,8 +136,13 @@ class AnomalyComponent:
             job.withdraw()
             m.source_up.labels(anomaly_job=name).set(0)
             m.failures.labels(anomaly_job=name, reason=exc.reason).inc()
-            log.warning("anomaly job %s: query failed: %s", name, exc)
+            level = logging.WARNING if self._up.get(name, True) else logging.DEBUG
+            log.log(level, "anomaly job %s: query failed (scores withdrawn): %s", name, exc)
+            self._up[name] = False
             return False
+        if not self._up.get(name, True):
+            log.warning("anomaly job %s: source recovered", name)
+        self._up[name] = True
         m.source_up.labels(anomaly_job=name).set(1)
         loop = asyncio.get_running_loop()
         try:

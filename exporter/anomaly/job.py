@@ -71,7 +71,10 @@ class JobState:
                 now - s.last_fit >= cfg.fit_every or not s.detector.fitted for s in self.series.values()):
             return full
         oldest = min(s.last_scored for s in self.series.values())
-        return max(full, oldest + cfg.step) if math.isfinite(oldest) else full
+        if not math.isfinite(oldest):
+            return full
+        # Within the same step there is nothing new: ask for the newest point only.
+        return min(max(full, oldest + cfg.step), end)
 
     def run_pass(self, answer: list[RangeSeries], now: float, executor: Executor | None = None,
                  workers: int = 1, clock: Callable[[], float] = time.perf_counter) -> PassOutcome:

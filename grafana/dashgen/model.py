@@ -52,6 +52,7 @@ class Panel:
     defaults: dict[str, Any] = field(default_factory=dict)
     overrides: list[dict[str, Any]] = field(default_factory=list)
     transformations: list[dict[str, Any]] = field(default_factory=list)
+    repeat: str | None = None  # a variable name: Grafana shows one copy of the panel per selected value
 
     def to_json(self, panel_id: int, x: int, y: int) -> dict[str, Any]:
         defaults = {"unit": self.unit, **self.defaults}
@@ -68,6 +69,8 @@ class Panel:
         }
         if self.transformations:
             out["transformations"] = self.transformations
+        if self.repeat:
+            out.update(repeat=self.repeat, repeatDirection="h", maxPerRow=2)
         return out
 
 

@@ -130,7 +130,7 @@ class VectorIndex:
         try:
             meta = json.loads(ids_path.read_text(encoding="utf-8"))
             embeddings = np.load(npy_path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, EOFError) as exc:
             log.warning("ignoring unreadable embedding cache %s: %s", npy_path, exc)
             return None
         problems = []

@@ -21,15 +21,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m inference_server.loadgen",
         description=(
-            "Traffic simulator: shoppers search, re-rank and get recommendations at a rate that follows a "
-            "daily pattern, then click / add to cart / buy following a cascade model driven by the true "
-            "relevance of what they were shown (the catalog's judged queries), sending /v1/feedback. "
-            "Optional fault drills via the server's admin API."),
+            "Traffic simulator: shoppers search, re-rank and get recommendations at a rate that follows\n"
+            "a daily pattern, then click / add to cart / buy following a cascade model driven by the true\n"
+            "relevance of what they were shown (the catalog's judged queries), sending /v1/feedback.\n"
+            "Optional fault drills through the server's admin API. Reference: docs/configuration.md."),
         epilog=(
             "scenarios (--scenario NAME[@START][+DURATION][,key=value...], seconds):\n"
             "  latency-spike    server-side added latency (latency_ms=800, version=...)\n"
             "  error-burst      server-side injected 5xx (error_rate=0.5, version=...)\n"
-            "  degraded-canary  shift canary_weight=20%% of traffic to canary_version=2 (a degraded model)\n"
+            "  degraded-canary  shift canary_weight=20% of traffic to canary_version=2 (a degraded model)\n"
             "  surge            multiply the arrival rate by surge_factor=10\n"
             "example: --duration 300 --scenario error-burst@60+90 --scenario degraded-canary@180+120"),
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -4,8 +4,8 @@
   `slack_configs` sends) and answers `ok` like Slack does.
 - Webhooks: `POST /webhook/<name>` accepts any JSON (e.g. Alertmanager's webhook payload for a
   heartbeat / Watchdog receiver).
-- Email: an aiosmtpd SMTP server that accepts every message (optional AUTH PLAIN/LOGIN with any
-  credentials, because Alertmanager sends the configured password).
+- Email: an aiosmtpd SMTP server that accepts every message (AUTH PLAIN with any credentials,
+  because Alertmanager logs in with the configured password).
 - A tiny web view: `GET /` (HTML), `GET /api/slack`, `/api/webhooks`, `/api/mails`, `/api/all` (JSON);
   `DELETE /api/all` clears everything.
 
@@ -20,11 +20,11 @@ import email
 import email.policy
 import html
 import json
+import logging
 import signal
 import sys
 import threading
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
@@ -32,8 +32,16 @@ from aiohttp import web
 
 MAX_KEPT = 1000  # per kind; oldest dropped first
 
-# aiosmtpd sets its own deprecated Session.login_data after every AUTH; nothing to act on here.
-warnings.filterwarnings("ignore", message="Session.login_data is deprecated", category=DeprecationWarning)
+
+
+class _DropLoginDataNotice(logging.Filter):
+    """aiosmtpd logs a deprecation notice about its own Session.login_data after every AUTH."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Session.login_data is deprecated" not in record.getMessage()
+
+
+logging.getLogger("mail.log").addFilter(_DropLoginDataNotice())
 
 
 @dataclass
@@ -250,9 +258,11 @@ class AlertSinks:
         if self.smtp_port is not None:
             from aiosmtpd.controller import Controller
 
+            # AUTH PLAIN only: Alertmanager's LOGIN client expects the literal challenges "Username:"
+            # / "Password:", which aiosmtpd's LOGIN does not send; PLAIN is what real servers offer too.
             self._smtp = Controller(_SmtpHandler(self.inbox), hostname=self.host, port=self.smtp_port,
                                     authenticator=_accept_any_login, auth_require_tls=False,
-                                    auth_exclude_mechanism=[])
+                                    auth_exclude_mechanism=["LOGIN"])
             self._smtp.start()
         self._runner = web.AppRunner(create_app(self.inbox), access_log=None)
         await self._runner.setup()

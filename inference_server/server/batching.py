@@ -18,7 +18,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -28,7 +28,10 @@ from inference_server.model.backend import EncoderBackend
 from .errors import ApiError
 from .metrics import ServerMetrics
 
-__all__ = ["DynamicBatcher", "EncodeResult"]
+__all__ = ["DynamicBatcher", "EncodeResult", "Searcher"]
+
+# Exact top-k over the catalog index: (query vectors (m, dim), k) -> (scores (m, k'), rows (m, k')).
+Searcher = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,9 @@ class EncodeResult:
     queue_seconds: float
     compute_seconds: float
     tokens: list[int]
+    # With top_k: the single text's catalog hits, searched together with the rest of its batch.
+    scores: Optional[np.ndarray] = None
+    rows: Optional[np.ndarray] = None
 
 
 @dataclass
@@ -59,6 +65,8 @@ class _Job:
     tokens: list[int] = field(default_factory=list)
     started: bool = False
     batches: set = field(default_factory=set)   # ids of the batches its texts ran in
+    top_k: Optional[int] = None
+    hits: Optional[tuple[np.ndarray, np.ndarray]] = None
 
     def fail(self, exc: BaseException) -> None:
         if not self.future.done():
@@ -83,8 +91,10 @@ class DynamicBatcher:
         model: str,
         version: str,
         retry_after_s: int = 1,
+        searcher: Optional[Searcher] = None,
     ) -> None:
         self.backend = backend
+        self.searcher = searcher
         self.config = config
         self.model = model
         self.version = version
@@ -137,12 +147,20 @@ class DynamicBatcher:
     def capacity(self) -> int:
         return self.config.max_queue_size
 
-    async def encode(self, texts: Sequence[str], *, deadline: float, request_id: str) -> EncodeResult:
-        """Embed `texts` (one request's) through the batch queue; ApiError 429/503/504 on overload."""
+    async def encode(
+        self, texts: Sequence[str], *, deadline: float, request_id: str, top_k: Optional[int] = None
+    ) -> EncodeResult:
+        """Embed `texts` (one request's) through the batch queue; ApiError 429/503/504 on overload.
+
+        With `top_k` (one text only), the worker also searches the catalog index for it, batched
+        with the other searches of the same model batch (one matrix product instead of many).
+        """
         if self._closed:
             raise ApiError(503, "not_ready", "model version is shutting down", retry_after=self.retry_after_s)
         if not texts:
             raise ValueError("encode() needs at least one text")
+        if top_k is not None and (len(texts) != 1 or self.searcher is None or top_k < 1):
+            raise ValueError("top_k needs exactly one text, k >= 1 and a batcher with a searcher")
         loop = asyncio.get_running_loop()
         now = loop.time()
         if now >= deadline:
@@ -155,40 +173,45 @@ class DynamicBatcher:
             raise ApiError(429, "queue_full", f"batch queue is full ({self.depth}/{self.capacity} texts waiting)",
                            retry_after=self.retry_after_s)
         job = _Job(texts=texts, deadline=deadline, request_id=request_id, enqueued=now,
-                   future=loop.create_future(), remaining=len(texts))
+                   future=loop.create_future(), remaining=len(texts), top_k=top_k)
         job.vectors = np.empty((len(texts), self.backend.dim), dtype=np.float32)
         job.tokens = [0] * len(texts)
         self._pending.extend(_Text(job, i) for i in range(len(texts)))
         self._wakeup.set()
+        # The deadline also bounds a batch that is already running (the thread cannot be stopped,
+        # but the caller gets its answer on time). A timer is cheaper than wait_for's extra task.
+        timer = loop.call_at(deadline, self._expire, job)
         try:
-            # The deadline also bounds a batch that is already running (the thread cannot be stopped,
-            # but the caller gets its answer on time).
-            await asyncio.wait_for(asyncio.shield(job.future), timeout=max(deadline - loop.time(), 0.0))
-        except asyncio.TimeoutError:
-            if job.started:
-                self._errors["timeout"].inc()
-                raise ApiError(504, "deadline_exceeded",
-                               f"model did not finish within the request deadline "
-                               f"({(deadline - job.enqueued) * 1000:.0f} ms)",
-                               retry_after=self.retry_after_s) from None
-            self._drop(job)
-            raise ApiError(504, "deadline_exceeded",
-                           f"request waited {(loop.time() - job.enqueued) * 1000:.0f} ms in the batch queue, "
-                           f"past its deadline of {(deadline - job.enqueued) * 1000:.0f} ms",
-                           retry_after=self.retry_after_s) from None
+            result = await job.future
         except asyncio.CancelledError:
             self._drop(job)
             raise
-        result = job.future.result()
+        finally:
+            timer.cancel()
         self._queue_seconds.observe(result.queue_seconds, exemplar={"request_id": request_id})
         return result
+
+    def _expire(self, job: _Job) -> None:
+        """Deadline timer: fail the job with 504 (and count a model timeout if its batch is running)."""
+        if job.future.done():
+            return
+        waited_ms = (asyncio.get_running_loop().time() - job.enqueued) * 1000
+        budget_ms = (job.deadline - job.enqueued) * 1000
+        if job.started:
+            self._errors["timeout"].inc()
+            job.fail(ApiError(504, "deadline_exceeded",
+                              f"model did not finish within the request deadline ({budget_ms:.0f} ms)",
+                              retry_after=self.retry_after_s))
+            return
+        self._drop(job)
+        job.fail(ApiError(504, "deadline_exceeded",
+                          f"request waited {waited_ms:.0f} ms in the batch queue, past its deadline of "
+                          f"{budget_ms:.0f} ms", retry_after=self.retry_after_s))
 
     def _drop(self, job: _Job) -> None:
         """Remove a job's not-yet-started texts from the queue (client gone or deadline passed)."""
         if any(t.job is job for t in self._pending):
             self._pending = collections.deque(t for t in self._pending if t.job is not job)
-        if not job.future.done():
-            job.future.cancel()
 
     # -- collector ---------------------------------------------------------------------------
 
@@ -243,7 +266,8 @@ class DynamicBatcher:
             job.queue_seconds = max(job.queue_seconds, started - job.enqueued)
         try:
             outcome = await loop.run_in_executor(
-                self._executor, _encode_window, self.backend, [t.job.texts[t.index] for t in window], max_batch
+                self._executor, _encode_window, self.backend, [t.job.texts[t.index] for t in window],
+                [t.job.top_k for t in window], max_batch, self.searcher,
             )
         except Exception as exc:  # tokenizer failure: fails the whole window
             log.exception("model %s/%s failed on a window of %d texts", self.model, self.version, len(window))
@@ -251,7 +275,7 @@ class DynamicBatcher:
             self._fail(window, _model_error(f"model raised {type(exc).__name__}", self.retry_after_s))
             return
         lengths, batches = outcome
-        for batch_no, (order, vectors, seconds, error) in enumerate(batches):
+        for batch_no, (order, vectors, seconds, error, hits) in enumerate(batches):
             members = [window[i] for i in order]
             if error is not None:
                 reason, message = error
@@ -266,6 +290,8 @@ class DynamicBatcher:
                 if job.future.done():
                     continue
                 job.vectors[text.index] = vectors[row]
+                if row in hits:
+                    job.hits = hits[row]
                 n_tokens = lengths[order[row]]
                 job.tokens[text.index] = n_tokens
                 self._tokens.observe(n_tokens)
@@ -274,8 +300,9 @@ class DynamicBatcher:
                     job.batches.add(batch_no)
                     job.compute_seconds += seconds
                 if job.remaining == 0:
+                    scores, rows = job.hits if job.hits is not None else (None, None)
                     job.future.set_result(
-                        EncodeResult(job.vectors, job.queue_seconds, job.compute_seconds, job.tokens)
+                        EncodeResult(job.vectors, job.queue_seconds, job.compute_seconds, job.tokens, scores, rows)
                     )
 
     @staticmethod
@@ -289,11 +316,13 @@ def _model_error(message: str, retry_after: int) -> ApiError:
                     retry_after=retry_after)
 
 
-def _encode_window(backend: EncoderBackend, texts: list[str], max_batch: int):
-    """Worker-thread body: token lengths, length-sorted batches, encode, check outputs.
+def _encode_window(backend: EncoderBackend, texts: list[str], top_ks: list[Optional[int]], max_batch: int,
+                   searcher: Optional[Searcher]):
+    """Worker-thread body: token lengths, length-sorted batches, encode, check outputs, batched top-k.
 
-    Returns (token lengths, [(window positions, vectors, seconds, error)]); error is
-    (reason, message) for a batch that raised or produced non-finite vectors.
+    Returns (token lengths, [(window positions, vectors, seconds, error, hits)]); error is
+    (reason, message) for a batch that raised or produced non-finite vectors; hits maps a row of the
+    batch to its (scores, index rows) when that text asked for top_k.
     """
     lengths = backend.token_lengths(texts)
     order = sorted(range(len(texts)), key=lambda i: lengths[i])
@@ -305,17 +334,27 @@ def _encode_window(backend: EncoderBackend, texts: list[str], max_batch: int):
             vectors = backend.encode([texts[i] for i in members])
         except Exception as exc:  # noqa: BLE001 - contained per batch, reported by the caller
             log.exception("encode failed")
-            batches.append((members, None, time.perf_counter() - began, ("exception", f"{type(exc).__name__}: {exc}")))
+            batches.append((members, None, time.perf_counter() - began,
+                            ("exception", f"{type(exc).__name__}: {exc}"), {}))
             continue
         seconds = time.perf_counter() - began
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.shape != (len(members), backend.dim):
             batches.append((members, None, seconds,
-                            ("exception", f"backend returned shape {vectors.shape}, expected {(len(members), backend.dim)}")))
+                            ("exception", f"backend returned shape {vectors.shape}, expected "
+                                          f"{(len(members), backend.dim)}"), {}))
             continue
         if not np.isfinite(vectors).all():
-            batches.append((members, None, seconds, ("non_finite_output", "model produced non-finite embeddings")))
+            batches.append((members, None, seconds, ("non_finite_output", "model produced non-finite embeddings"), {}))
             continue
-        batches.append((members, vectors, seconds, None))
+        hits = {}
+        searching = [row for row, i in enumerate(members) if top_ks[i]]
+        if searching and searcher is not None:
+            k = max(top_ks[members[row]] for row in searching)
+            scores, rows = searcher(vectors[searching], k)
+            for at, row in enumerate(searching):
+                want = top_ks[members[row]]
+                hits[row] = (scores[at, :want], rows[at, :want])
+        batches.append((members, vectors, seconds, None, hits))
     return lengths, batches
 

@@ -30,6 +30,9 @@ REJECTION_REASONS = frozenset(
         "forbidden",
         "unknown_request",
         "expired_request",
+        "conflict",             # 409: admin action not possible in the version's current state
+        "health_check_failed",  # 422: a load/reload whose health checks failed
+        "injected_fault",       # 503: fault drill
     }
 )
 

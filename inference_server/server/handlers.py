@@ -83,12 +83,12 @@ async def search(request: web.Request) -> web.Response:
     ctx.user_id = body.get("user_id")
     mv = _route(state, ctx, "search")
     with mv.in_use():
-        encoded = await mv.encode([body["query"]], deadline=ctx.deadline, request_id=ctx.request_id)
+        await state.run_request_hooks(mv)
+        encoded = await mv.encode([body["query"]], deadline=ctx.deadline, request_id=ctx.request_id,
+                                  top_k=body["k"])
         ctx.queue_seconds, ctx.compute_seconds = encoded.queue_seconds, encoded.compute_seconds
-        k = min(body["k"], len(mv.index.ids))
-        scores, rows = mv.index.search(encoded.vectors, k)
-        ids = [mv.index.ids[r] for r in rows[0]]
-    return _answer(state, ctx, body, _results(state, ids, scores[0]), encoded.tokens[0])
+        ids = [mv.index.ids[r] for r in encoded.rows]
+    return _answer(state, ctx, body, _results(state, ids, encoded.scores), encoded.tokens[0])
 
 
 async def rank(request: web.Request) -> web.Response:
@@ -102,6 +102,7 @@ async def rank(request: web.Request) -> web.Response:
     titled = [i for i, it in enumerate(items) if "title" in it]
     mv = _route(state, ctx, "rank")
     with mv.in_use():
+        await state.run_request_hooks(mv)
         texts = [body["query"]] + [items[i]["title"] for i in titled]
         encoded = await mv.encode(texts, deadline=ctx.deadline, request_id=ctx.request_id)
         ctx.queue_seconds, ctx.compute_seconds = encoded.queue_seconds, encoded.compute_seconds
@@ -130,6 +131,7 @@ async def recommend(request: web.Request) -> web.Response:
     _require_products(state, history, lambda i: f"history[{i}]")
     mv = _route(state, ctx, "recommend")
     with mv.in_use():
+        await state.run_request_hooks(mv)
         rows = [mv.index.row(product_id) for product_id in history]
         profile = normalise(mv.index.vectors(rows).mean(axis=0)).astype(np.float32)
         k = min(body["k"], len(mv.index.ids) - len(set(rows)))

@@ -36,6 +36,7 @@ _HTTP_CODES = {
     415: "unsupported_media_type",
     401: "unauthorized",
     403: "forbidden",
+    409: "conflict",
 }
 
 

@@ -81,11 +81,21 @@ class ModelVersion:
     def is_ready(self) -> bool:
         return self.state == "ready" and self.batcher is not None and self.index is not None
 
-    async def encode(self, texts: Sequence[str], *, deadline: float, request_id: str) -> EncodeResult:
-        if self.batcher is None or not self.is_ready:
+    async def encode(
+        self, texts: Sequence[str], *, deadline: float, request_id: str, top_k: Optional[int] = None
+    ) -> EncodeResult:
+        """Encode through this version's batcher; with top_k, also its catalog hits (one text)."""
+        batcher, index = self.batcher, self.index
+        if batcher is None or index is None or self.state not in ("ready", "loading"):
             raise ApiError(503, "not_ready", f"model {self.name} version {self.version} is {self.state}",
                            retry_after=1)
-        return await self.batcher.encode(texts, deadline=deadline, request_id=request_id)
+        if top_k is not None and batcher.searcher is None:
+            # A batcher built without a searcher: search here, one query at a time.
+            result = await batcher.encode(texts, deadline=deadline, request_id=request_id)
+            scores, rows = index.search(result.vectors[:1], top_k)
+            result.scores, result.rows = scores[0], rows[0]
+            return result
+        return await batcher.encode(texts, deadline=deadline, request_id=request_id, top_k=top_k)
 
     @contextlib.contextmanager
     def in_use(self) -> Iterator["ModelVersion"]:
@@ -185,6 +195,7 @@ class ServedResponse:
 
 Router = Callable[[RoutingContext, "ServingState"], RoutingDecision]
 Observer = Callable[[ServedResponse], Optional[Awaitable[None]]]
+RequestHook = Callable[[ModelVersion], Awaitable[None]]
 
 
 def _version_sort_key(version: str) -> tuple:
@@ -220,6 +231,9 @@ class ServingState:
         self.startup_error: Optional[str] = None
         self.router: Router = choose_version
         self.response_observers: list[Observer] = []
+        # Awaited after routing, before the model work of search/rank/recommend (e.g. fault drills:
+        # added latency, injected errors); a hook may raise ApiError.
+        self.request_hooks: list[RequestHook] = []
         self._versions: dict[tuple[str, str], ModelVersion] = {}
         self._background: set[asyncio.Task] = set()
 
@@ -249,11 +263,29 @@ class ServingState:
         what = f"model {model!r}" if model else "any model"
         return ApiError(503, "not_ready", f"no version of {what} is ready yet (loading)", retry_after=retry)
 
+    async def run_request_hooks(self, mv: ModelVersion) -> None:
+        for hook in self.request_hooks:
+            await hook(mv)
+
+    def install_version(self, mv: ModelVersion) -> Optional[ModelVersion]:
+        """Put `mv` under its (name, version) key in one assignment and return what it replaced.
+
+        For versions built off to the side (load, health checks, warm-up): installing over a loaded
+        copy is the atomic swap of a reload; the caller drains and closes the replaced one.
+        """
+        replaced = self._versions.get(mv.key)
+        self._versions[mv.key] = mv
+        self.metrics.init_version(mv.name, mv.version)
+        return replaced
+
     def route(self, ctx: RoutingContext) -> RoutingDecision:
         """The version that serves a request (via the installed router)."""
         if self.catalog is None:
             raise self.not_ready_error(ctx.model)
-        return self.router(ctx, self)
+        decision = self.router(ctx, self)
+        if decision is None or decision.primary is None or not decision.primary.is_ready:
+            raise self.not_ready_error(ctx.model)  # e.g. the router picked a version being unloaded
+        return decision
 
     # -- loading -----------------------------------------------------------------------------
 
@@ -288,8 +320,39 @@ class ServingState:
             raise ValueError(f"model {spec.name} version {spec.version} is already {existing.state}")
         batching = batching or self.config.batching
         mv = ModelVersion(spec, batching)
-        self._versions[key] = mv
-        self.metrics.init_version(spec.name, spec.version)
+        self.install_version(mv)  # visible as `loading` at once
+        await self._populate(mv, progress)
+        if activate:
+            mv.state = "ready"
+        return mv
+
+    async def reload_version(
+        self, spec: ModelSpec, *, batching: Optional[BatchingConfig] = None, drain_timeout: float = 30.0
+    ) -> ModelVersion:
+        """Load a fresh copy of a loaded version and swap it in atomically.
+
+        The old copy keeps serving until the new one is ready (if loading fails, it simply stays);
+        requests already running on the old copy finish there, then it is closed. Traffic weight,
+        shadow flag and health entries carry over.
+        """
+        key = (spec.name, spec.version)
+        old = self._versions.get(key)
+        if old is None:
+            raise KeyError(f"model {spec.name} version {spec.version} is not loaded")
+        new = ModelVersion(spec, batching or old.batching)
+        await self._populate(new, progress=False)
+        new.traffic_weight, new.shadow = old.traffic_weight, old.shadow
+        new.health = {**old.health, **new.health}
+        new.state = "ready" if old.state == "ready" else old.state
+        self.install_version(new)  # the swap: routing sees the new copy from here on
+        old.state = "unloaded"
+        await old.drain(drain_timeout)
+        await old.close()
+        return new
+
+    async def _populate(self, mv: ModelVersion, progress: bool) -> None:
+        """Fill `mv` with backend, index and batcher (loaded in a worker thread); `failed` on error."""
+        spec, batching = mv.spec, mv.batching
         loop = asyncio.get_running_loop()
         try:
             backend, index, load_s, warm_s = await loop.run_in_executor(
@@ -308,15 +371,12 @@ class ServingState:
         mv.health["warmup"] = {"ok": True, "detail": f"{warm_s:.3f} s"}
         mv.batcher = DynamicBatcher(
             backend, batching, self.metrics, model=spec.name, version=spec.version,
-            retry_after_s=self.config.server.retry_after_s,
+            retry_after_s=self.config.server.retry_after_s, searcher=index.search,
         )
         mv.batcher.start()
-        if activate:
-            mv.state = "ready"
-        log.info("model %s version %s ready on %s/%s (load %.1f s, index %.1f s%s, warm-up %.1f s)",
+        log.info("model %s version %s loaded on %s/%s (load %.1f s, index %.1f s%s, warm-up %.1f s)",
                  spec.name, spec.version, backend.device, backend.dtype, load_s, index.build_seconds,
                  " from cache" if index.from_cache else "", warm_s)
-        return mv
 
     def _load_blocking(self, spec: ModelSpec, batching: BatchingConfig, progress: bool):
         started = time.perf_counter()
@@ -339,7 +399,8 @@ class ServingState:
         mv.state = "unloaded"
         await mv.drain(drain_timeout)
         await mv.close()
-        del self._versions[(name, version)]
+        if self._versions.get((name, version)) is mv:
+            del self._versions[(name, version)]
         return mv
 
     async def close(self) -> None:

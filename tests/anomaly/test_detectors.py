@@ -11,7 +11,7 @@ from exporter.anomaly.streaming import stream
 
 PERIOD = 48
 N = PERIOD * 12
-FIT_EVERY = 24
+FIT_EVERY = 48
 PARAMS = {
     "robust_zscore": {"period": "auto", "window": 30},
     "stl": {},
@@ -35,7 +35,7 @@ def seasonal_series(seed: int, n: int = N) -> np.ndarray:
 
 def run(name: str, values: np.ndarray, **overrides):
     det = build_detector(name, {**PARAMS[name], **overrides.pop("params", {})}, **overrides)
-    return stream(det, values, fit_every=FIT_EVERY, fit_window=PERIOD * 8, min_fit=PERIOD * 4)
+    return stream(det, values, fit_every=FIT_EVERY, fit_window=PERIOD * 8, min_fit=PERIOD * 6)
 
 
 @pytest.mark.parametrize("name", sorted(DETECTORS))
@@ -54,14 +54,14 @@ def test_detects_injected_spike_and_dip(name):
 def test_no_false_alarms_on_clean_seasonal_series(name):
     for seed in (2, 3):
         out = run(name, seasonal_series(seed))
-        scored = out.score[PERIOD * 4:]
+        scored = out.score[PERIOD * 6:]
         assert np.mean(scored > 1) <= 0.01, (name, seed, np.flatnonzero(scored > 1))
 
 
 @pytest.mark.parametrize("name", sorted(DETECTORS))
 def test_score_at_t_ignores_the_future(name):
     x = seasonal_series(4)
-    cut = PERIOD * 9 + 7
+    cut = PERIOD * 9 + 7  # mid-chunk: the fit schedule is the same either way
     base = run(name, x)
     changed = x.copy()
     changed[cut:] = changed[cut:] * 3 - 50  # rewrite everything from `cut` on

@@ -128,6 +128,8 @@ def test_damaged_cache_is_rebuilt(small_catalog, encoder_backend, tmp_path):
     assert not second.from_cache
     np.testing.assert_allclose(second.embeddings, first.embeddings, atol=1e-6)
     assert VectorIndex.build(tiny, encoder_backend, tmp_path, progress=False).from_cache
+    npy.write_bytes(npy.read_bytes()[:100])  # truncated by a full disk, say
+    assert not VectorIndex.build(tiny, encoder_backend, tmp_path, progress=False).from_cache
 
 
 def test_catalog_rejects_duplicate_ids():

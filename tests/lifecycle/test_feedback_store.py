@@ -168,3 +168,19 @@ def test_ndcg_formula():
 def test_config_errors_name_the_key(cfg, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         FeedbackConfig(**cfg).check()
+
+
+def test_positions_tracked_per_request_are_bounded():
+    store, reg, _ = make(max_positions=3)
+    store.register("r1", "rank", "minilm", "1", IDS, 5)
+    assert value(reg, "business_impressions_total", endpoint="rank", model="minilm", version="1") == 5
+    assert store.ingest([ev("e1", pid="p3")]).accepted == 1
+    rejected = store.ingest([ev("e2", pid="p5")]).rejected[0]
+    assert rejected["field"] == "product_id" and "max_positions" in rejected["message"]
+
+
+def test_product_ids_are_free_form_but_bounded():
+    store, _, _ = make()
+    store.register("r1", "search", "minilm", "1", ("SKU 12/34", "p2"), 2)
+    assert store.ingest([ev("e1", pid="SKU 12/34")]).accepted == 1
+    assert store.ingest([ev("e2", pid="x" * 300)]).rejected[0]["field"] == "product_id"

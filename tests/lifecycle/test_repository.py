@@ -115,9 +115,14 @@ def test_ranking_metrics():
     assert rr == 0.5
 
 
-def test_cli_help():
-    for args in (["--help"], ["register", "--help"], ["list", "--help"]):
-        out = subprocess.run([sys.executable, "-m", "inference_server.repository", *args], capture_output=True,
-                             text=True, cwd=REPO_ROOT, timeout=60)
-        assert out.returncode == 0, out.stderr
-        assert "usage:" in out.stdout
+def test_cli_help(capsys):
+    out = subprocess.run([sys.executable, "-m", "inference_server.repository", "--help"], capture_output=True,
+                         text=True, cwd=REPO_ROOT, timeout=60)
+    assert out.returncode == 0 and "register" in out.stdout and "list" in out.stdout, out.stderr
+    from inference_server.repository import main
+
+    for args in (["register", "--help"], ["list", "--help"]):
+        with pytest.raises(SystemExit) as done:
+            main(args)
+        assert done.value.code == 0
+        assert "usage:" in capsys.readouterr().out

@@ -19,6 +19,7 @@ def send_mail(port: int) -> None:
     msg.add_alternative("<p>error ratio <b>12%</b></p>", subtype="html")
     with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
         smtp.ehlo()
+        assert smtp.esmtp_features["auth"].split() == ["PLAIN"]
         smtp.login("alertmanager", "any-password")  # accepted, like a local catcher should
         smtp.send_message(msg)
 

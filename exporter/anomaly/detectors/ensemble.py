@@ -19,12 +19,27 @@ gets worse.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .base import Detector, DetectorOutput, Direction, scale_floor
 from .seasonality import detect_period
 
 MIN_LOG_SPREAD = 0.25
+# Above this many windows, pandas' skip-list rolling quantiles beat numpy's per-window partition.
+ROLLING_CUTOVER = 256
+
+
+def _window_stats(v: np.ndarray, w: int) -> tuple[np.ndarray, ...]:
+    """Quartiles, median and std of every full length-w window of v (window i = v[i:i+w])."""
+    n = v.size - w + 1
+    if n > ROLLING_CUTOVER:
+        roll = pd.Series(v).rolling(w)
+        return tuple(np.asarray(x)[w - 1:] for x in (
+            roll.quantile(0.25), roll.quantile(0.5), roll.quantile(0.75), roll.std(ddof=0)))
+    past = sliding_window_view(v, w)
+    q25, med, q75 = np.percentile(past, [25, 50, 75], axis=1)
+    return q25, med, q75, past.std(axis=1)
 
 
 class EnsembleDetector(Detector):
@@ -131,9 +146,8 @@ class EnsembleDetector(Detector):
             hi, lo, mid = hi_all[-n:], lo_all[-n:], mid_all[-n:]
         else:
             base, mid = v[-(n + w):], 0.0
-        past = sliding_window_view(base[:-1], w)  # past[i] = the w points before point i
-        q25, med, q75 = np.percentile(past, [25, 50, 75], axis=1)
-        local_scale = np.maximum(np.maximum((q75 - q25) / 1.349, 0.3 * past.std(axis=1)), self._floor)
+        q25, med, q75, std = _window_stats(base[:-1], w)  # over the w points before each point
+        local_scale = np.maximum(np.maximum((q75 - q25) / 1.349, 0.3 * std), self._floor)
         local = (base[-n:] - med) / local_scale
         med = med + mid
         if self.direction is Direction.ABOVE:

@@ -1,0 +1,1 @@
+"""Dashboard generator of the monitoring bundle (see grafana/build.py)."""

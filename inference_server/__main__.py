@@ -37,6 +37,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+    import inference_server.app  # noqa: F401  (registers the config sections of the model lifecycle)
     from inference_server.config import ConfigError, config_to_dict, load_config
 
     try:

@@ -20,6 +20,7 @@ from typing import AsyncIterator, Awaitable, Callable, Optional
 from aiohttp import web
 
 from inference_server.config import AppConfig
+from inference_server.lifecycle_app import install_lifecycle  # also registers the lifecycle config sections
 
 from .server.context import (
     CONFIG,
@@ -111,7 +112,9 @@ def create_app(
 
     backend_factory replaces `create_backend` (tests wrap a shared model with it); metrics lets a
     caller own the registry; initial_loader replaces `load_configured_model` (e.g. load the
-    versions of a model repository); load_on_startup=False leaves loading to the caller.
+    versions of a model repository); load_on_startup=False leaves loading to the caller. Without an
+    initial_loader and with `model_repository.enabled` (the default), the model lifecycle is
+    installed: versions come from the model repository (docs/lifecycle.md).
     """
     app = web.Application(middlewares=[observe_requests], client_max_size=config.server.max_body_bytes)
     metrics = metrics or ServerMetrics()
@@ -132,4 +135,8 @@ def create_app(
     else:
         app.on_cleanup.append(lambda a: a[SERVING_STATE].close())
     app.cleanup_ctx.extend(STARTUP_HOOKS)
+    if initial_loader is None and config.section("model_repository").enabled:
+        # Versions from the model repository, traffic policy, feedback, admin and alert routes
+        # (docs/lifecycle.md). Installed last so that its shutdown runs first.
+        install_lifecycle(app, app[INITIAL_LOAD])
     return app

@@ -99,6 +99,38 @@ class FeedbackMetrics:
                                       ev, buckets=NDCG_BUCKETS, registry=registry)
         self.events = Counter("business_feedback_events_total", "Feedback events by type and outcome.", ("type", "outcome"), registry=registry)
         self.store_requests = Gauge("business_feedback_store_requests", "Served requests held for joins.", registry=registry)
+        self._children: dict[tuple[str, str, str], _Children] = {}
+        self._event_children: dict[tuple[str, str], Any] = {}
+
+    def of(self, endpoint: str, model: str, version: str) -> "_Children":
+        """The labelled series of one (endpoint, model, version), resolved once (labels() is slow)."""
+        key = (endpoint, model, version)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = _Children(
+                self.impressions.labels(*key), self.requests_served.labels(*key), self.clicks.labels(*key),
+                self.add_to_carts.labels(*key), self.orders.labels(*key), self.click_position.labels(*key),
+                self.reciprocal_rank.labels(*key), self.request_ndcg.labels(*key))
+        return children
+
+    def event(self, kind: str, outcome: str):
+        key = (kind, outcome)
+        child = self._event_children.get(key)
+        if child is None:
+            child = self._event_children[key] = self.events.labels(kind, outcome)
+        return child
+
+
+@dataclass(frozen=True, slots=True)
+class _Children:
+    impressions: Any
+    requests_served: Any
+    clicks: Any
+    add_to_carts: Any
+    orders: Any
+    click_position: Any
+    reciprocal_rank: Any
+    request_ndcg: Any
 
 
 @dataclass(slots=True)
@@ -181,9 +213,10 @@ class FeedbackStore:
             self._leave(old_id, old)
         self._requests[request_id] = ServedRequest(endpoint, model, version, ids,
                                                    min(int(k), self.config.max_positions), now)
-        self.metrics.requests_served.labels(endpoint, model, version).inc()
+        series = self.metrics.of(endpoint, model, version)
+        series.requests_served.inc()
         if shown:
-            self.metrics.impressions.labels(endpoint, model, version).inc(shown)
+            series.impressions.inc(shown)
         self.metrics.store_requests.set(len(self._requests))
 
     def sweep(self) -> int:
@@ -220,7 +253,7 @@ class FeedbackStore:
 
     def _leave(self, request_id: str, req: ServedRequest) -> None:
         if req.clicked:
-            self.metrics.request_ndcg.labels(req.endpoint, req.model, req.version).observe(
+            self.metrics.of(req.endpoint, req.model, req.version).request_ndcg.observe(
                 ndcg_from_click_positions(req.clicked, max(req.k, len(req.product_ids))))
         if self.config.max_expired_ids:
             self._expired[request_id] = None
@@ -249,7 +282,7 @@ class FeedbackStore:
                     result.accepted += 1
                 else:
                     result.duplicates += 1
-            self.metrics.events.labels(kind, outcome).inc()
+            self.metrics.event(kind, outcome).inc()
         return result
 
     def _ingest_one(self, raw: Any, now: float) -> str:
@@ -265,21 +298,20 @@ class FeedbackStore:
             raise EventRejected("unknown_request", f"request {rid} was not served by this server (or is too old to remember)", "request_id")
         position = self._position(event, req)
         value = self._revenue(event) if event["type"] == "purchase" else None
-        labels = (req.endpoint, req.model, req.version)
-        m = self.metrics
+        series = self.metrics.of(req.endpoint, req.model, req.version)
         if event["type"] == "click":
-            m.clicks.labels(*labels).inc()
-            m.click_position.labels(*labels).observe(position)
-            m.reciprocal_rank.labels(*labels).observe(1.0 / position)
+            series.clicks.inc()
+            series.click_position.observe(position)
+            series.reciprocal_rank.observe(1.0 / position)
             if req.clicked is None:
                 req.clicked = set()
             req.clicked.add(position)
         elif event["type"] == "add_to_cart":
-            m.add_to_carts.labels(*labels).inc()
+            series.add_to_carts.inc()
         else:
-            m.orders.labels(*labels).inc()
+            series.orders.inc()
             if value:
-                m.revenue.labels(*labels, self.config.currency).inc(value)
+                self.metrics.revenue.labels(req.endpoint, req.model, req.version, self.config.currency).inc(value)
         self._event_ids[event_id] = now
         while len(self._event_ids) > self.config.max_event_ids:
             self._event_ids.popitem(last=False)

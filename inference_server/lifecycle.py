@@ -219,16 +219,21 @@ class ModelLifecycle:
         """Initial load: the catalog, then the versions of the version policy, then the split."""
         await self.state.load_catalog()
         versions = self.repository.select(self.model, self.repo_config.version_policy)
-        loaded = []
+        loaded, errors = [], []
         for version in versions:
             try:
                 await self.load(version)
                 loaded.append(version)
             except ApiError as exc:
+                errors.append(exc.message)
                 log.error("model %s version %s was not loaded at start: %s", self.model, version, exc.message)
         weights = dict(self.traffic_config.weights)
         if not weights and loaded:
             weights = {max(loaded, key=int): 100.0}
+        missing = sorted(v for v, w in weights.items() if w > 0 and v not in loaded)
+        if missing:
+            log.warning("traffic.weights names version(s) %s that are not loaded; they get no traffic until "
+                        "loaded", missing)
         if weights:
             try:
                 self.router.reset(Split.of(weights, self.traffic_config.shadow))
@@ -237,7 +242,7 @@ class ModelLifecycle:
             self._sync_versions()
         self._start_background()
         if not loaded:
-            raise RuntimeError(f"no version of model {self.model} passed loading and health checks")
+            raise RuntimeError("; ".join(errors) or f"no version of model {self.model} to load")
 
     def _start_background(self) -> None:
         if self._started:
@@ -406,11 +411,13 @@ class ModelLifecycle:
         mv.load_seconds, mv.warmup_seconds = load_s, warm_s
         mv.index_seconds, mv.index_from_cache = index.build_seconds, index.from_cache
         mv.loaded_at = time.time()
+        self.state.index_build_seconds = index.build_seconds
         mv.batcher = DynamicBatcher(backend, batching, self.state.metrics, model=self.model, version=version,
                                     retry_after_s=self.config.server.retry_after_s, searcher=index.search)
         mv.batcher.start()
         self.artifacts[version] = artifacts
-        self.drift[version] = DriftMonitor(self.model, version, artifacts.drift_reference, self.drift_config)
+        if self.drift_config.enabled:
+            self.drift[version] = DriftMonitor(self.model, version, artifacts.drift_reference, self.drift_config)
         mv.state = "ready"
         if replace is not None:
             self.state.install_version(mv)          # atomic swap: new requests get the new instance

@@ -112,6 +112,7 @@ class VersionPolicy:
 class ModelRepositoryConfig:
     """`model_repository:` section: where versions live and what is loaded and checked at start."""
 
+    enabled: bool = True                       # false: serve only the `model:` section (no lifecycle)
     root: str = "models"                       # relative paths resolve against the working directory
     state_dir: str = "var/model-repository"    # artefacts written at registration
     version_policy: VersionPolicy = field(default_factory=VersionPolicy)
@@ -128,7 +129,8 @@ class ModelRepositoryConfig:
                 raise ConfigError(f"{prefix}.{name}: expected >= 1, got {getattr(self, name)}")
 
 
-register_section("model_repository", ModelRepositoryConfig)
+if __name__ != "__main__":  # `python -m` runs a second copy of this file; only the importable one registers
+    register_section("model_repository", ModelRepositoryConfig)
 
 
 @dataclass
@@ -554,4 +556,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    from inference_server.repository import main as _main  # the importable module's classes and sections
+
+    sys.exit(_main())

@@ -100,6 +100,15 @@ def service_overview() -> Dashboard:
                    "(validation, unknown_product, queue_full, ...).", "reqps",
                    Target(f"sum by (endpoint, reason) (rate(inference_rejected_requests_total{RI}))",
                           "{{endpoint}} {{reason}}"), stack=True),
+        timeseries("Fault drills", "Faults injected per second by a drill (POST /v1/admin/faults), by kind and "
+                   "version, and whether a drill is set: errors and latency while it is on are rehearsals.", "ops",
+                   Target(f"sum by (kind, model, version) (rate(inference_injected_faults_total{{{MV}}}{RI}))",
+                          "{{kind}} {{model}}/{{version}}"),
+                   Target("max(inference_fault_injection_active)", "drill active"),
+                   overrides=[{"matcher": {"id": "byName", "options": "drill active"},
+                               "properties": [{"id": "unit", "value": "bool_on_off"},
+                                              {"id": "custom.axisPlacement", "value": "right"},
+                                              {"id": "custom.drawStyle", "value": "bars"}]}]),
     ]
     return Dashboard("service-overview", "Inference service overview",
                      "Traffic, errors and latency of the inference server per endpoint and model version, "

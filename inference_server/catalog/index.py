@@ -46,6 +46,7 @@ def _atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp_name, 0o644)  # mkstemp makes it private; the cache is shared like any build output
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()

@@ -24,7 +24,7 @@ def _brute_force(queries, embeddings, k, exclude=None):
 
 def _random_index(n, dim=384, seed=0):
     rng = np.random.default_rng(seed)
-    vectors = rng.standard_normal((n, dim)).astype(np.float32)
+    vectors = rng.standard_normal((n, dim), dtype=np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     return VectorIndex([f"p{i}" for i in range(n)], vectors), rng
 

@@ -10,7 +10,8 @@ from .conftest import sample_value
 
 
 async def test_versions_route_reload_and_unload(make_client):
-    client = await make_client()
+    # The core's default router; the model lifecycle (docs/lifecycle.md) would install its traffic policy.
+    client = await make_client(model_repository={"enabled": False})
     state = client.state
     v1 = state.get("minilm", "1")
     await state.load_version(dataclasses.replace(v1.spec, version="2"))

@@ -30,8 +30,8 @@ from inference_server.catalog.index import VectorIndex
 from inference_server.config import AppConfig, ConfigError, register_section
 from inference_server.degrade import DegradeConfig, DegradedBackend, maybe_degrade
 from inference_server.drift import DriftCollector, DriftConfig, DriftMonitor
-from inference_server.faults import FaultInjector, FaultMetrics
-from inference_server.feedback import FeedbackConfig, FeedbackMetrics, FeedbackStore
+from inference_server.faults import FaultInjector, FaultMetrics, InjectedFault
+from inference_server.feedback import FeedbackMetrics, FeedbackStore
 from inference_server.health import (
     CHECKS,
     CheckResult,
@@ -284,8 +284,6 @@ class ModelLifecycle:
 
     async def before_execute(self, mv: ModelVersion) -> None:
         """Awaited by model requests after routing: fault drills (latency, injected errors)."""
-        from inference_server.faults import InjectedFault
-
         try:
             await self.faults.apply(mv.name, mv.version)
         except InjectedFault as exc:

@@ -287,18 +287,23 @@ class Stack:
         return ["the Watchdog alert did not reach the heartbeat receiver"]
 
     def _wait_for_traffic(self, prom: str, deadline: float) -> list[str]:
-        query = "sum(inference_requests_total)"
-        value = 0.0
-        while time.monotonic() < deadline + 30:
-            res = get_json(f"{prom}/api/v1/query?" + urllib.parse.urlencode({"query": query}))["data"]["result"]
-            value = float(res[0]["value"][1]) if res else 0.0
-            if value > 0:
+        """Shopper traffic and its feedback reached the server and were scraped (not just scrapes)."""
+        queries = {
+            "shopper requests": 'sum(inference_requests_total{endpoint=~"search|rank|recommend"})',
+            "products shown": "sum(business_impressions_total)",
+            "clicks joined": "sum(business_clicks_total)",
+        }
+        values = dict.fromkeys(queries, 0.0)
+        while time.monotonic() < deadline + 60:
+            for name, query in queries.items():
+                res = get_json(f"{prom}/api/v1/query?" + urllib.parse.urlencode({"query": query}))["data"]["result"]
+                values[name] = float(res[0]["value"][1]) if res else 0.0
+            if all(v > 0 for v in values.values()):
                 break
             time.sleep(2)
-        print(f"  traffic: {query} = {value:.0f} (scraped by Prometheus)")
-        return [] if value > 0 else ["no inference traffic seen by Prometheus"]
+        print("  traffic (scraped by Prometheus): " + ", ".join(f"{k} {v:.0f}" for k, v in values.items()))
+        return [f"no {name} seen by Prometheus" for name, v in values.items() if v <= 0]
 
-    # -- supervision --------------------------------------------------------------------------
     def wait(self, stop_requested: Callable[[], bool]) -> int:
         while not stop_requested():
             dead = self.sup.exited()

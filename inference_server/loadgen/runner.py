@@ -190,7 +190,7 @@ class Simulator:
         for ev in events:
             item: dict[str, Any] = {"request_id": request_id, "event_id": uuid.uuid4().hex, "type": ev.type,
                                     "product_id": ev.product_id, "position": ev.position}
-            if ev.price is not None:
+            if ev.type == "purchase" and ev.price is not None:  # the API takes a price on purchases only
                 item["price"] = ev.price
                 item["currency"] = self.cfg.shopper.currency
             body["events"].append(item)

@@ -274,4 +274,4 @@ def test_degraded_canary_is_rolled_back_by_the_alert(stack):
         return [s for s in stack.slack() if s["payload"].get("channel") == "#ml-alerts"
                 and any(name in s["payload"]["attachments"][0]["title"] for name in CANARY_ALERTS)]
     message = stack.eventually("the canary alert on Slack #ml-alerts", canary_slack, timeout=30)[0]
-    assert "version 2" in message["payload"]["attachments"][0]["text"] or "2" in message["payload"]["attachments"][0]["title"]
+    assert "minilm version 2" in message["payload"]["attachments"][0]["text"]

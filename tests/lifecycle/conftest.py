@@ -11,7 +11,7 @@ import os
 import shutil
 import threading
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 import pytest

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import subprocess
 
-import pytest
-
 from tests.lifecycle.conftest import ADMIN_TOKEN, sample
 from tests.support.processes import require_binary
 

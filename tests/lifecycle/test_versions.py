@@ -6,8 +6,6 @@ import logging
 import math
 import shutil
 
-import pytest
-
 from tests.lifecycle.conftest import sample
 
 SEARCH = {"query": "cordless drill", "k": 5}

@@ -77,6 +77,7 @@ async def test_simulator_drives_traffic_and_reports(server, oracle):
     assert summary["status"].get("200", 0) >= 0.9 * summary["requests"], summary["status"]
     assert summary["versions"]["1"]["impressions"] > 0 and summary["versions"]["1"]["clicks"] > 0
     assert summary["feedback"].get("accepted", 0) > 0, summary
+    assert summary["feedback"].get("rejected", 0) == 0 and "failed" not in summary["feedback"], summary["feedback"]
     assert len(lines) >= 2 and all("CTR [v1=" in line for line in lines)
     assert "version 1:" in format_summary({**summary, "scenarios": []})
     served = {ep for (ep, status) in sim.stats.requests if status == "200"}

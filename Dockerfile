@@ -8,7 +8,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     HF_HUB_OFFLINE=1 \
-    TRANSFORMERS_OFFLINE=1
+    TRANSFORMERS_OFFLINE=1 \
+    HF_HOME=/app/var/cache/huggingface
 
 WORKDIR /app
 
@@ -28,9 +29,11 @@ COPY config ./config
 COPY models ./models
 RUN pip install --no-deps -e . \
     && useradd --system --uid 10001 --home-dir /app app \
-    && mkdir -p /app/var \
+    && mkdir -p /app/var/cache /app/var/log /app/var/model-repository \
     && chown -R app /app/var
 
+# Writable state lives under /app/var (embedding cache, request log, model-repository artefacts); the
+# directories exist here, owned by `app`, so named volumes mounted on them inherit that ownership.
 USER app
 EXPOSE 8000 9400 9500
 HEALTHCHECK --interval=10s --timeout=3s --start-period=120s --retries=3 \

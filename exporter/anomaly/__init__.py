@@ -1,0 +1,1 @@
+"""Anomaly scores over Prometheus series: online detectors and the runtime hosted by the exporter."""

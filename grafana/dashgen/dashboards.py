@@ -323,6 +323,12 @@ def model_health() -> Dashboard:
                    "nobody; their metrics show how they would do).", "reqps",
                    Target(f"sum by (model, version) (rate(inference_shadow_requests_total{{{MV}}}{RI}))",
                           "{{model}}/{{version}}")),
+        timeseries("Shadow agreement", "Mean share of the live answer's products the shadow version also "
+                   "returned (top-k overlap): low agreement means the shadow would change what shoppers see.",
+                   "percentunit",
+                   Target(f"sum by (model, version) (rate(inference_shadow_topk_overlap_ratio_sum{{{MV}}}{RI})) / "
+                          f"sum by (model, version) (rate(inference_shadow_topk_overlap_ratio_count{{{MV}}}{RI}))",
+                          "{{model}}/{{version}}"), min_value=0, max_value=1),
         timeseries("Admin and rollback actions", "Admin API actions and Alertmanager webhook actions "
                    "(rollback, ignored) per outcome.", "ops",
                    Target(f"sum by (action, outcome) (rate(inference_admin_actions_total{RI}))",

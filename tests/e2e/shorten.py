@@ -4,7 +4,9 @@ The project's configs are tuned for production (15 s scrapes, 5 m-6 h windows, `
 30 s group waits); an alert loop test must see firing *and* resolution within a few minutes. Only
 timing changes; expressions' logic, thresholds, labels, annotations and routes stay as shipped:
 
-- Prometheus: `scrape_interval`, `evaluation_interval` and `scrape_timeout` 15 s/10 s -> 1 s.
+- Prometheus: `scrape_interval`, `evaluation_interval` and `scrape_timeout` 15 s/10 s -> 1 s;
+  `--rules.alert.resend-delay` 1m -> 2s (a firing alert evaluated before Prometheus has discovered
+  Alertmanager is otherwise only re-sent a minute later).
 - Rules: every range window in a rule `expr` is divided by `WINDOW_FACTOR` (15): 5m -> 20s,
   15m -> 1m, 30m -> 2m, 1h -> 4m, 2h -> 8m, 6h -> 24m, 1d -> 96m, 3d -> 288m (`offset`s untouched).
 - Rules: `for:` of the alerts the test drives (`FAST_ALERTS`: the fast-burn availability page,
@@ -28,6 +30,7 @@ FAST_ALERTS: tuple[tuple[str, dict[str, str]], ...] = (
     ("CanaryLatencyRegression", {}),
 )
 PROMETHEUS_GLOBAL = {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "1s"}
+PROMETHEUS_FLAGS = ["--rules.alert.resend-delay=2s"]
 ALERTMANAGER_ROUTE_TIMING = {"group_wait": "1s", "group_interval": "2s"}
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}

@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from inference_server.loadgen.localstack import Ports, render_alertmanager, render_prometheus, write_local_secrets
-from tests.e2e.shorten import ALERTMANAGER_ROUTE_TIMING, PROMETHEUS_GLOBAL, shorten_rules
+from tests.e2e.shorten import ALERTMANAGER_ROUTE_TIMING, PROMETHEUS_FLAGS, PROMETHEUS_GLOBAL, shorten_rules
 from tests.support.exporter import start_exporter
 from tests.support.processes import (
     REPO_ROOT,
@@ -42,7 +42,6 @@ pytestmark = pytest.mark.slow
 PAGE = "InferenceErrorBudgetBurn"
 PAGE_SUBJECT = re.compile(r"^\[FIRING:\d+\] InferenceErrorBudgetBurn \(inference-server, critical\)$")
 RESOLVED_SUBJECT = "[RESOLVED] InferenceErrorBudgetBurn (inference-server, critical)"
-CANARY_ALERTS = ("CanaryClickThroughRegression", "CanaryErrorRatioRegression", "CanaryLatencyRegression")
 
 
 def get_json(url: str, headers: Optional[dict] = None) -> Any:
@@ -178,7 +177,8 @@ def stack(tmp_path_factory) -> Stack:
         started.append(alertmanager)
         prom_cfg = render_prometheus(wd / "prom-config", ports, global_overrides=PROMETHEUS_GLOBAL,
                                      scrape_interval="1s", rule_transform=shorten_rules)
-        prometheus = start_prometheus(wd / "prometheus", prom_cfg.read_text(), port=ports.prometheus)
+        prometheus = start_prometheus(wd / "prometheus", prom_cfg.read_text(), port=ports.prometheus,
+                                      extra_args=PROMETHEUS_FLAGS)
         started.append(prometheus)
         exporter = start_exporter(wd / "exporter", {"nvml": {"enabled": False}}, port=ports.exporter)
         started.append(exporter)
@@ -267,11 +267,19 @@ def test_degraded_canary_is_rolled_back_by_the_alert(stack):
     assert models["1"]["traffic_weight"] == pytest.approx(1.0) or models["1"]["traffic_weight"] == pytest.approx(100)
     assert models["2"]["state"] == "ready"  # rolled back, not unloaded: still there for investigation
 
-    rollbacks = stack.prometheus.query('sum(inference_alert_webhook_actions_total{action="rollback"})')
-    assert rollbacks and float(rollbacks[0]["value"][1]) >= 1
+    def rollback_counted():
+        res = stack.prometheus.query('sum(inference_alert_webhook_actions_total{action="rollback"})')
+        return res and float(res[0]["value"][1]) >= 1
+    stack.eventually("the webhook's rollback action counted in Prometheus", rollback_counted, timeout=20)
 
+    # The alert that rolled it back is the click-through one: shoppers click less on the degraded
+    # version's rankings (the loadgen's cascade model over true relevance), nothing else is wrong.
     def canary_slack():
         return [s for s in stack.slack() if s["payload"].get("channel") == "#ml-alerts"
-                and any(name in s["payload"]["attachments"][0]["title"] for name in CANARY_ALERTS)]
-    message = stack.eventually("the canary alert on Slack #ml-alerts", canary_slack, timeout=30)[0]
+                and "CanaryClickThroughRegression" in s["payload"]["attachments"][0]["title"]]
+    message = stack.eventually("the CTR canary alert on Slack #ml-alerts", canary_slack, timeout=30)[0]
+    assert message["payload"]["attachments"][0]["title"].startswith("[FIRING:")
     assert "minilm version 2" in message["payload"]["attachments"][0]["text"]
+    status = get_json(f"http://127.0.0.1:{stack.ports.loadgen}/status")
+    ctr = {v: t["ctr"] for v, t in status["versions"].items()}
+    assert ctr["2"] < ctr["1"], ctr  # what the shoppers experienced

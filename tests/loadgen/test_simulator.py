@@ -22,9 +22,13 @@ from tests.support.processes import REPO_ROOT, free_port, require_binary, runnin
 from tests.support.server import start_inference_server
 
 
+ADMIN_TOKEN = "loadgen-test-admin-token"
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    with running(start_inference_server(tmp_path_factory.mktemp("server"), timeout=300)) as srv:
+    with running(start_inference_server(tmp_path_factory.mktemp("server"), timeout=300,
+                                        env={"INFERENCE_ADMIN_TOKEN": ADMIN_TOKEN})) as srv:
         yield srv
 
 
@@ -142,6 +146,27 @@ async def test_admin_scenario_without_token_fails_cleanly(server, oracle):
     assert summary["scenarios"][0]["outcome"] == "failed"
     assert "admin token" in summary["scenarios"][0]["error"]
     assert summary["requests"] > 0  # traffic kept flowing
+
+
+async def test_server_side_drills_inject_and_clear_faults(server, oracle):
+    cfg = sim_config(server, duration_s=7.0)
+    cfg.scenarios = [ScenarioConfig(name="latency-spike", start_s=0.5, duration_s=2.0, latency_ms=200),
+                     ScenarioConfig(name="error-burst", start_s=3.5, duration_s=2.5, error_rate=1.0)]
+    lines: list[str] = []
+    async with ServerClient(cfg.target, cfg.rate.max_concurrency, admin_token=ADMIN_TOKEN) as client:
+        summary = await Simulator(cfg, oracle, client, None, emit=lines.append).run()
+        faults = await client.admin("GET", "/v1/admin/faults")
+    assert [s["outcome"] for s in summary["scenarios"]] == ["done", "done"], summary["scenarios"]
+    assert summary["status"].get("503", 0) > 0, summary["status"]  # the burst failed every request it saw
+    assert faults["fault"] in (None, {}, []), faults  # the drill cleared its fault at the end
+    assert any("scenario error-burst started" in line for line in lines)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{server.url}/metrics") as resp:
+            text = await resp.text()
+    injected = {line.split("{")[1].split("}")[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                if line.startswith("inference_injected_faults_total{")}
+    assert any('kind="latency"' in k and v > 0 for k, v in injected.items()), injected
+    assert any('kind="error"' in k and v > 0 for k, v in injected.items()), injected
 
 
 def test_cli_help_and_config_errors(tmp_path):

@@ -46,7 +46,7 @@ class EnsembleDetector(Detector):
     name = "ensemble"
 
     def __init__(self, *, window: int = 128, period: int | str = "auto", neighbourhood: int | str = "auto",
-                 cycles: int = 3, history: int = 6000, holdoff: int = 100, sigmas: float = 4.0,
+                 cycles: int = 2, history: int = 3000, holdoff: int = 100, sigmas: float = 4.0,
                  record_margin: float = 1.25, **kwargs) -> None:
         super().__init__(sigmas=sigmas, **kwargs)
         if int(window) < 4:

@@ -79,7 +79,6 @@ class Stack:
         self.ports = ports
         self.run_dir: Path = args.run_dir.resolve()
         self.sup = Supervisor(self.run_dir / "logs", pid_file=self.run_dir / "pids.json")
-        self.urls: list[tuple[str, str]] = []
         self.notes: list[str] = []
         self.python = sys.executable
 

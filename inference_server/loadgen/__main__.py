@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from .config import SCENARIO_NAMES, ConfigError, LoadgenConfig, load_config, parse_scenario
+from .config import ConfigError, LoadgenConfig, load_config, parse_scenario
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = REPO_ROOT / "config" / "loadgen.yaml"

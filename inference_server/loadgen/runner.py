@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -297,7 +296,3 @@ def format_summary(summary: dict) -> str:
     for sc in summary.get("scenarios", []):
         lines.append(f"  scenario {sc['name']}: {sc['outcome']}" + (f" ({sc['error']})" if "error" in sc else ""))
     return "\n".join(lines)
-
-
-def stderr_is_tty() -> bool:
-    return sys.stderr.isatty()

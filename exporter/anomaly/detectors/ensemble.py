@@ -12,7 +12,9 @@ The combined deviation ``raw`` is then judged against its own history (the last 
 re-estimated at every fit), like NAB's anomaly likelihood, by two calibrated ratios whose maximum is
 the score: ``raw / (record_margin * max(raw history))`` (a deviation clearly larger than anything
 recently seen) and
-``z(log1p raw) / sigmas`` (a rare deviation for this series). After an alert (score > 1) the score is
+``z(log1p raw) / sigmas`` (a rare deviation for this series). A point outside the range of every
+value seen so far, widened by ``novelty_tolerance`` of that range on each side, scores at least
+``NOVELTY_SCORE`` (Numenta's "spatial anomaly" rule, with Numenta's 5% tolerance). After an alert (score > 1) the score is
 rescaled by the alert's peak for ``holdoff`` points, so a continuing incident re-alerts only when it
 gets worse.
 """
@@ -26,6 +28,9 @@ from .base import Detector, DetectorOutput, Direction, scale_floor
 from .seasonality import detect_period
 
 MIN_LOG_SPREAD = 0.25
+# Score of a value outside the range seen so far: well above the alert level of 1 (any value >= 5
+# gives identical NAB results, so this is not a tuned constant).
+NOVELTY_SCORE = 10.0
 # Above this many windows, pandas' skip-list rolling quantiles beat numpy's per-window partition.
 ROLLING_CUTOVER = 256
 
@@ -47,7 +52,7 @@ class EnsembleDetector(Detector):
 
     def __init__(self, *, window: int = 128, period: int | str = "auto", neighbourhood: int | str = "auto",
                  cycles: int = 2, history: int = 3000, holdoff: int = 100, sigmas: float = 4.0,
-                 record_margin: float = 1.25, **kwargs) -> None:
+                 record_margin: float = 1.25, novelty_tolerance: float | None = 0.05, **kwargs) -> None:
         super().__init__(sigmas=sigmas, **kwargs)
         if int(window) < 4:
             raise ValueError("window must be >= 4")
@@ -67,6 +72,11 @@ class EnsembleDetector(Detector):
         if record_margin < 1:
             raise ValueError("record_margin must be >= 1")
         self.record_margin = float(record_margin)
+        if novelty_tolerance is not None and not 0 <= novelty_tolerance < 10:
+            raise ValueError("novelty_tolerance must be in [0, 10) or null (off)")
+        self.novelty_tolerance = None if novelty_tolerance is None else float(novelty_tolerance)
+        self._seen_min = np.inf
+        self._seen_max = -np.inf
         self.period = 0
         self._buf = np.empty(0)
         self._floor = 1e-9
@@ -95,6 +105,7 @@ class EnsembleDetector(Detector):
         if h.size <= self.window:
             raise ValueError(f"{self.name}: need more than window={self.window} points, got {h.size}")
         self._floor = scale_floor(h)
+        self._seen_min, self._seen_max = float(h.min()), float(h.max())
         period = self.period_setting
         if period == "auto":
             period = detect_period(h, min_period=4, max_period=h.size // (self.cycles + 1))
@@ -189,6 +200,8 @@ class EnsembleDetector(Detector):
         ratio = raw / (self.record_margin * self._ref_max)
         z = (np.log1p(raw) - self._log_mu) / (self._log_sd * self.sigmas)
         score = np.maximum(np.maximum(ratio, z), 0.0)
+        if self.novelty_tolerance is not None:
+            score = np.maximum(score, self._novelty(filled))
         # The raw deviation at which the score reaches 1 gives the band.
         raw_one = min(self.record_margin * self._ref_max, float(np.expm1(self._log_mu + self.sigmas * self._log_sd)))
         lower, upper = med - raw_one * local_scale, med + raw_one * local_scale
@@ -204,6 +217,22 @@ class EnsembleDetector(Detector):
         score = self._apply_holdoff(score)
         self._buf = v[-self.context:].copy()
         return DetectorOutput(score=score, expected=expected, lower=lower, upper=upper)
+
+    def _novelty(self, values: np.ndarray) -> np.ndarray:
+        """NOVELTY_SCORE where a value leaves the (widened) range of all earlier values, else 0."""
+        hi = np.maximum.accumulate(np.concatenate([[self._seen_max], values]))
+        lo = np.minimum.accumulate(np.concatenate([[self._seen_min], values]))
+        self._seen_max, self._seen_min = float(hi[-1]), float(lo[-1])
+        hi, lo = hi[:-1], lo[:-1]  # the range before each point
+        margin = self.novelty_tolerance * (hi - lo)
+        above, below = values > hi + margin, values < lo - margin
+        if self.direction is Direction.ABOVE:
+            novel = above
+        elif self.direction is Direction.BELOW:
+            novel = below
+        else:
+            novel = above | below
+        return np.where(novel & (hi > lo), NOVELTY_SCORE, 0.0)
 
     def _apply_holdoff(self, score: np.ndarray) -> np.ndarray:
         """Within ``holdoff`` points of an alert, a point alerts again only above the alert's peak."""

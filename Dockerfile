@@ -25,6 +25,7 @@ RUN mkdir -p inference_server exporter \
     && pip uninstall -y ecommerce-model-monitoring
 COPY inference_server ./inference_server
 COPY exporter ./exporter
+COPY typed_config ./typed_config
 COPY config ./config
 COPY models ./models
 RUN pip install --no-deps -e . \

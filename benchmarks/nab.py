@@ -7,10 +7,15 @@ last ``fit_window`` points before the chunk and then scores the chunk, so the sc
 values up to t. Detector scores (>= 0, > 1 anomalous) are mapped to NAB's [0, 1] with the monotone
 transform ``score / (1 + score)`` (1 maps to 0.5). Results are scored with ``benchmarks.nab_scorer``
 (NAB's published rules) and printed beside the reference figures.
+
+To estimate generalisation, the corpus is also scored as two fixed halves (``split_halves``: within
+each category, files sorted by the MD5 of their name alternate A, B; thresholds are optimised and
+scores normalised within each half). Tune on half A, read half B.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import multiprocessing
 import sys
@@ -27,7 +32,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.nab_scorer import (  # noqa: E402
-    PROFILE_NAMES, REFERENCE_SCORES, probation_length, score_results_dir,
+    PROFILE_NAMES, REFERENCE_SCORES, load_profiles, load_windows, probation_length, read_results_dir,
+    score_corpus,
 )
 from exporter.anomaly.detectors import DETECTORS, build_detector  # noqa: E402
 from exporter.anomaly.streaming import stream  # noqa: E402
@@ -45,6 +51,29 @@ def to_nab_score(score: np.ndarray) -> np.ndarray:
     """The documented monotone map from [0, inf) to [0, 1): s / (1 + s)."""
     s = np.clip(np.nan_to_num(np.asarray(score, dtype=float), nan=0.0, posinf=1e12), 0.0, None)
     return s / (1.0 + s)
+
+
+def split_halves(keys: list[str]) -> dict[str, str]:
+    """Fixed A/B split mixing categories: per category, files ordered by MD5 of the name alternate."""
+    halves: dict[str, str] = {}
+    for category in sorted({k.split("/")[0] for k in keys}):
+        members = sorted((k for k in keys if k.split("/")[0] == category),
+                         key=lambda k: hashlib.md5(k.split("/")[-1].encode()).hexdigest())
+        for i, key in enumerate(members):
+            halves[key] = "AB"[i % 2]
+    return halves
+
+
+def score_with_halves(results: dict, nab_dir: Path) -> dict[str, dict]:
+    """Profile results on the whole corpus ("all") and on each half ("A", "B")."""
+    windows = load_windows(nab_dir / "labels" / "combined_windows.json")
+    profiles = load_profiles(nab_dir / "profiles.json")
+    halves = split_halves(sorted(results))
+    out = {"all": score_corpus(results, windows, profiles)}
+    for half in "AB":
+        part = {k: v for k, v in results.items() if halves[k] == half}
+        out[half] = score_corpus(part, windows, profiles)
+    return out
 
 
 def run_file(args: tuple[str, Path, Path, Path, dict]) -> str:
@@ -96,17 +125,32 @@ def main(argv: list[str] | None = None) -> int:
                     for job in jobs:
                         run_file(job)
                         bar.update()
-        results = score_results_dir(args.out / name, name, args.data)
-        rows.append((name, results, time.perf_counter() - t0))
+        scored = score_with_halves(read_results_dir(args.out / name, name), args.data)
+        rows.append((name, scored, time.perf_counter() - t0))
+    references = {}
+    for name in REFERENCE_SCORES:
+        ref_dir = args.data / "reference_results" / name
+        if ref_dir.is_dir():
+            references[name] = score_with_halves(read_results_dir(ref_dir, name), args.data)
+    halves = split_halves([str(rel) for rel in files])
+    counts = {h: sum(1 for v in halves.values() if v == h) for h in "AB"}
     print()
-    print(f"{'detector':<22}" + "".join(f"{p:>20}" for p in PROFILE_NAMES) + f"{'seconds':>10}")
-    for name, results, seconds in rows:
-        print(f"{name:<22}" + "".join(f"{results[p].normalized:>20.1f}" for p in PROFILE_NAMES)
+    header = (f"{'detector':<22}" + "".join(f"{p:>20}" for p in PROFILE_NAMES)
+              + f"{'std A':>8}{'std B':>8}{'seconds':>10}")
+    print(header)
+    for name, scored, seconds in rows:
+        print(f"{name:<22}" + "".join(f"{scored['all'][p].normalized:>20.1f}" for p in PROFILE_NAMES)
+              + f"{scored['A']['standard'].normalized:>8.1f}{scored['B']['standard'].normalized:>8.1f}"
               + f"{seconds:>10.0f}")
-    print("reference (NAB's published outputs, scored on these 34 files):")
+    print(f"reference (NAB's published outputs, scored on these {len(files)} files):")
     for name, ref in REFERENCE_SCORES.items():
+        split = references.get(name)
         print(f"{name:<22}" + "".join(f"{ref[p]:>20.1f}" if p in ref else f"{'-':>20}"
-                                      for p in PROFILE_NAMES))
+                                      for p in PROFILE_NAMES)
+              + (f"{split['A']['standard'].normalized:>8.1f}{split['B']['standard'].normalized:>8.1f}"
+                 if split else f"{'-':>8}{'-':>8}"))
+    print(f"std A / std B: standard profile on the fixed halves ({counts['A']} / {counts['B']} files, "
+          "threshold optimised within each half); tune on A, read B")
     return 0
 
 

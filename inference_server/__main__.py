@@ -46,7 +46,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             config.server.host = args.host
         if args.port is not None:
             config.server.port = args.port
-        config.check()
+        config.server.validate("server")  # --host/--port may have changed it
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2

@@ -46,10 +46,10 @@ class AdminConfig:
     alerts_token_file: Optional[str] = None
     alerts_token_env: str = "INFERENCE_ALERTS_TOKEN"
 
-    def check(self, prefix: str) -> None:
+    def validate(self, path: str) -> None:
         for name in ("token_env", "alerts_token_env"):
             if not getattr(self, name):
-                raise ConfigError(f"{prefix}.{name}: expected a variable name, got an empty string")
+                raise ConfigError(f"{path}.{name}", "expected a variable name, got an empty string")
 
 
 register_section("admin", AdminConfig)
@@ -61,9 +61,9 @@ def read_secret(file: Optional[str], env: str, what: str) -> Optional[bytes]:
         try:
             value = Path(file).expanduser().read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise ConfigError(f"{what}: cannot read {file!r}: {exc.strerror or exc}") from exc
+            raise ConfigError(what, f"cannot read {file!r}: {exc.strerror or exc}") from exc
         if not value:
-            raise ConfigError(f"{what}: {file!r} is empty")
+            raise ConfigError(what, f"{file!r} is empty")
         return value.encode()
     value = os.environ.get(env, "").strip()
     return value.encode() if value else None

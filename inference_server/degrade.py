@@ -15,6 +15,8 @@ from typing import Sequence
 
 import numpy as np
 
+from typed_config import ConfigError, join_key
+
 from inference_server.model.backend import EncoderBackend
 
 __all__ = ["DegradeConfig", "DegradedBackend", "maybe_degrade"]
@@ -27,9 +29,9 @@ class DegradeConfig:
     embedding_noise: float = 0.0   # expected L2 norm of the noise added to each unit embedding
     seed: int = 0
 
-    def check(self, prefix: str) -> None:
+    def validate(self, path: str) -> None:
         if not 0.0 <= self.embedding_noise <= 100.0:
-            raise ValueError(f"{prefix}.embedding_noise: expected 0..100, got {self.embedding_noise}")
+            raise ConfigError(join_key(path, "embedding_noise"), f"expected 0..100, got {self.embedding_noise}")
 
     @property
     def active(self) -> bool:

@@ -47,15 +47,15 @@ class DriftConfig:
     psi_bins: int = 10           # quantile bins of the reference
     psi_epsilon: float = 1e-4    # floor of a bin's share
 
-    def check(self, prefix: str = "drift") -> None:
+    def validate(self, path: str = "drift") -> None:
         if self.window_size < 2:
-            raise ConfigError(f"{prefix}.window_size: expected >= 2, got {self.window_size}")
+            raise ConfigError(f"{path}.window_size", f"expected >= 2, got {self.window_size}")
         if not 1 <= self.min_samples <= self.window_size:
-            raise ConfigError(f"{prefix}.min_samples: expected 1..window_size ({self.window_size}), got {self.min_samples}")
+            raise ConfigError(f"{path}.min_samples", f"expected 1..window_size ({self.window_size}), got {self.min_samples}")
         if self.psi_bins < 2:
-            raise ConfigError(f"{prefix}.psi_bins: expected >= 2, got {self.psi_bins}")
+            raise ConfigError(f"{path}.psi_bins", f"expected >= 2, got {self.psi_bins}")
         if not 0 < self.psi_epsilon < 0.1:
-            raise ConfigError(f"{prefix}.psi_epsilon: expected a number in (0, 0.1), got {self.psi_epsilon}")
+            raise ConfigError(f"{path}.psi_epsilon", f"expected a number in (0, 0.1), got {self.psi_epsilon}")
 
 
 register_section("drift", DriftConfig)
@@ -107,7 +107,7 @@ class DriftMonitor:
     """Reference distributions and online windows of one model version."""
 
     def __init__(self, model: str, version: str, reference: Mapping[str, np.ndarray], config: DriftConfig) -> None:
-        config.check()
+        config.validate("drift")
         self.model = model
         self.version = version
         self.config = config

@@ -58,23 +58,23 @@ class FeedbackConfig:
     currency: str = "USD"                # revenue currency (label of business_revenue_total)
     rates: dict[str, float] = field(default_factory=dict)  # other currency -> units of `currency` per unit
 
-    def check(self, prefix: str = "feedback") -> None:
+    def validate(self, path: str = "feedback") -> None:
         for name in ("max_requests", "max_event_ids", "max_events_per_request", "max_positions"):
             if getattr(self, name) < 1:
-                raise ConfigError(f"{prefix}.{name}: expected >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"{path}.{name}", f"expected >= 1, got {getattr(self, name)}")
         if self.max_expired_ids < 0:
-            raise ConfigError(f"{prefix}.max_expired_ids: expected >= 0, got {self.max_expired_ids}")
+            raise ConfigError(f"{path}.max_expired_ids", f"expected >= 0, got {self.max_expired_ids}")
         for name in ("ttl_s", "sweep_interval_s"):
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):
-                raise ConfigError(f"{prefix}.{name}: expected a positive number, got {value}")
+                raise ConfigError(f"{path}.{name}", f"expected a positive number, got {value}")
         if not _CURRENCY_RE.match(self.currency):
-            raise ConfigError(f"{prefix}.currency: {self.currency!r} is not an ISO 4217 code like 'USD'")
+            raise ConfigError(f"{path}.currency", f"{self.currency!r} is not an ISO 4217 code like 'USD'")
         for code, rate in self.rates.items():
             if not _CURRENCY_RE.match(code):
-                raise ConfigError(f"{prefix}.rates.{code}: not an ISO 4217 code like 'EUR'")
+                raise ConfigError(f"{path}.rates.{code}", "not an ISO 4217 code like 'EUR'")
             if not (rate > 0 and math.isfinite(rate)):
-                raise ConfigError(f"{prefix}.rates.{code}: expected a positive number, got {rate}")
+                raise ConfigError(f"{path}.rates.{code}", f"expected a positive number, got {rate}")
 
 
 register_section("feedback", FeedbackConfig)
@@ -187,7 +187,7 @@ class FeedbackStore:
 
     def __init__(self, config: FeedbackConfig, metrics: FeedbackMetrics,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        config.check()
+        config.validate("feedback")
         self.config = config
         self.metrics = metrics
         self._clock = clock

@@ -39,15 +39,15 @@ class HealthConfig:
     interval_s: float = 60.0          # periodic golden check while serving; 0 turns it off
     deadline_s: float = 30.0          # a periodic check that takes longer counts as failed
 
-    def check(self, prefix: str) -> None:
+    def validate(self, path: str) -> None:
         if not -1.0 <= self.golden_min_cosine <= 1.0:
-            raise ConfigError(f"{prefix}.golden_min_cosine: expected -1..1, got {self.golden_min_cosine}")
+            raise ConfigError(f"{path}.golden_min_cosine", f"expected -1..1, got {self.golden_min_cosine}")
         if not 0.0 <= self.golden_min_topk_overlap <= 1.0:
-            raise ConfigError(f"{prefix}.golden_min_topk_overlap: expected 0..1, got {self.golden_min_topk_overlap}")
+            raise ConfigError(f"{path}.golden_min_topk_overlap", f"expected 0..1, got {self.golden_min_topk_overlap}")
         if self.interval_s < 0:
-            raise ConfigError(f"{prefix}.interval_s: expected >= 0, got {self.interval_s}")
+            raise ConfigError(f"{path}.interval_s", f"expected >= 0, got {self.interval_s}")
         if self.deadline_s <= 0:
-            raise ConfigError(f"{prefix}.deadline_s: expected > 0, got {self.deadline_s}")
+            raise ConfigError(f"{path}.deadline_s", f"expected > 0, got {self.deadline_s}")
 
 
 register_section("health", HealthConfig)

@@ -70,16 +70,16 @@ class TrafficConfig:
     history_size: int = 16
     drain_timeout_s: float = 30.0     # how long unload/reload wait for in-flight requests
 
-    def check(self, prefix: str) -> None:
+    def validate(self, path: str) -> None:
         for version, weight in self.weights.items():
             if weight < 0:
-                raise ConfigError(f"{prefix}.weights.{version}: expected >= 0, got {weight}")
+                raise ConfigError(f"{path}.weights.{version}", f"expected >= 0, got {weight}")
         if self.weights and sum(self.weights.values()) <= 0:
-            raise ConfigError(f"{prefix}.weights: at least one version needs a weight > 0")
+            raise ConfigError(f"{path}.weights", "at least one version needs a weight > 0")
         if self.history_size < 1:
-            raise ConfigError(f"{prefix}.history_size: expected >= 1, got {self.history_size}")
+            raise ConfigError(f"{path}.history_size", f"expected >= 1, got {self.history_size}")
         if self.drain_timeout_s <= 0:
-            raise ConfigError(f"{prefix}.drain_timeout_s: expected > 0, got {self.drain_timeout_s}")
+            raise ConfigError(f"{path}.drain_timeout_s", f"expected > 0, got {self.drain_timeout_s}")
 
 
 register_section("traffic", TrafficConfig)
@@ -238,7 +238,7 @@ class ModelLifecycle:
             try:
                 self.router.reset(Split.of(weights, self.traffic_config.shadow))
             except TrafficError as exc:
-                raise ConfigError(f"traffic: {exc}") from exc
+                raise ConfigError("traffic", str(exc)) from exc
             self._sync_versions()
         self._start_background()
         if not loaded:

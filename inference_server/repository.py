@@ -36,8 +36,9 @@ from typing import Any, Literal, Optional, Sequence
 import numpy as np
 import yaml
 
-from inference_server.config import BatchingConfig, ConfigError, register_section
-from inference_server.config import _build_dataclass as build_dataclass
+from typed_config import join_key, require_positive
+
+from inference_server.config import BatchingConfig, ConfigError, build_dataclass, register_section
 from inference_server.degrade import DegradeConfig
 from inference_server.model.backend import EncoderBackend, ModelSpec, resolve_weights_dir
 
@@ -86,15 +87,15 @@ class VersionPolicy:
     num_versions: int = 1
     versions: list[str] = field(default_factory=lambda: ["1"])
 
-    def check(self, prefix: str) -> None:
+    def validate(self, path: str) -> None:
         if self.kind == "latest" and self.num_versions < 1:
-            raise ConfigError(f"{prefix}.num_versions: expected >= 1, got {self.num_versions}")
+            raise ConfigError(f"{path}.num_versions", f"expected >= 1, got {self.num_versions}")
         if self.kind == "specific":
             if not self.versions:
-                raise ConfigError(f"{prefix}.versions: list the versions to load when kind is 'specific'")
+                raise ConfigError(f"{path}.versions", "list the versions to load when kind is 'specific'")
             for i, v in enumerate(self.versions):
                 if not _VERSION_RE.match(v):
-                    raise ConfigError(f"{prefix}.versions[{i}]: {v!r} is not a version number")
+                    raise ConfigError(f"{path}.versions[{i}]", f"{v!r} is not a version number")
 
     def select(self, available: Sequence[str]) -> list[str]:
         ordered = sorted(available, key=int)
@@ -122,11 +123,9 @@ class ModelRepositoryConfig:
     drift_reference_queries: int = 500         # judged queries used for the drift reference
     eval_k: int = 10                           # NDCG@k of the offline evaluation
 
-    def check(self, prefix: str) -> None:
-        self.version_policy.check(f"{prefix}.version_policy")
-        for name in ("golden_queries", "golden_k", "drift_reference_queries", "eval_k"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{prefix}.{name}: expected >= 1, got {getattr(self, name)}")
+    def validate(self, path: str) -> None:
+        require_positive(path, golden_queries=self.golden_queries, golden_k=self.golden_k,
+                         drift_reference_queries=self.drift_reference_queries, eval_k=self.eval_k)
 
 
 if __name__ != "__main__":  # `python -m` runs a second copy of this file; only the importable one registers
@@ -145,8 +144,11 @@ class BatchingOverrides:
     def apply(self, base: BatchingConfig) -> BatchingConfig:
         changes = {k: v for k, v in asdict(self).items() if v is not None}
         merged = replace(base, **changes)
-        merged.check("batching")
+        merged.validate("batching")
         return merged
+
+    def validate(self, path: str) -> None:
+        require_positive(path, max_batch_size=self.max_batch_size, max_queue_size=self.max_queue_size)
 
 
 @dataclass
@@ -162,6 +164,10 @@ class VersionConfig:
     batching: BatchingOverrides = field(default_factory=BatchingOverrides)
     degrade: DegradeConfig = field(default_factory=DegradeConfig)
     description: str = ""
+
+    def validate(self, path: str) -> None:
+        if self.max_seq_length < 2:
+            raise ConfigError(join_key(path, "max_seq_length"), f"expected >= 2, got {self.max_seq_length}")
 
 
 @dataclass
@@ -342,14 +348,7 @@ class ModelRepository:
             raise RepositoryError(f"{file}: cannot read YAML: {exc}") from exc
         try:
             config = build_dataclass(VersionConfig, raw, "")
-            if config.max_seq_length < 2:
-                raise ConfigError(f"max_seq_length: expected >= 2, got {config.max_seq_length}")
-            config.degrade.check("degrade")
-            if config.batching.max_batch_size is not None and config.batching.max_batch_size < 1:
-                raise ConfigError(f"batching.max_batch_size: expected >= 1, got {config.batching.max_batch_size}")
-            if config.batching.max_queue_size is not None and config.batching.max_queue_size < 1:
-                raise ConfigError(f"batching.max_queue_size: expected >= 1, got {config.batching.max_queue_size}")
-        except (ConfigError, ValueError) as exc:
+        except ConfigError as exc:
             raise RepositoryError(f"{file}: {exc}") from exc
         return VersionEntry(name, version, path, config)
 

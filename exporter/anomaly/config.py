@@ -1,7 +1,7 @@
 """The ``anomaly:`` section of the exporter config: Prometheus source and scoring jobs.
 
-Validated with the exporter's ``build_dataclass`` so an unknown or ill-typed key fails at start-up
-with its dotted path (``anomaly.jobs[0].step``).
+Validated with the shared ``typed_config.build_dataclass``, so an unknown or ill-typed key fails at
+start-up with its dotted path (``anomaly.jobs[0].step``).
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
-from exporter.config import ConfigError, build_dataclass, require_positive
+from typed_config import ConfigError, build_dataclass, require_positive
 
 from .detectors import DEFAULT_DETECTOR, DETECTORS, build_detector
 

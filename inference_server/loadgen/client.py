@@ -35,9 +35,9 @@ def read_admin_token(cfg: TargetConfig) -> Optional[str]:
         try:
             token = Path(cfg.admin_token_file).read_text().strip()
         except OSError as exc:
-            raise ConfigError(f"target.admin_token_file: cannot read {cfg.admin_token_file}: {exc}") from exc
+            raise ConfigError("target.admin_token_file", f"cannot read {cfg.admin_token_file}: {exc}") from exc
         if not token:
-            raise ConfigError(f"target.admin_token_file: {cfg.admin_token_file} is empty")
+            raise ConfigError("target.admin_token_file", f"{cfg.admin_token_file} is empty")
         return token
     token = os.environ.get(cfg.admin_token_env, "").strip()
     return token or None
@@ -70,7 +70,7 @@ class ServerClient:
         if admin:
             if not self.admin_token:
                 raise ConfigError(
-                    "this scenario needs the server's admin token: set target.admin_token_file "
+                    "target.admin_token_file", "this scenario needs the server's admin token: set it "
                     f"(--admin-token-file) or ${self.cfg.admin_token_env}")
             headers["Authorization"] = f"Bearer {self.admin_token}"
         t0 = time.perf_counter()

@@ -1,25 +1,35 @@
-"""The traffic simulator's YAML configuration: dataclasses plus a strict loader.
+"""The traffic simulator's YAML configuration: dataclasses validated by the shared `typed_config`.
 
 Unknown or ill-typed keys are errors that name the key (e.g. `shopper.users: expected int, got 'x'`),
 so a typo in a drill config fails at start instead of silently running the default.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
-import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional
 
 import yaml
 
+from typed_config import ConfigError, build_dataclass, join_key, load_yaml_mapping
+
+__all__ = [
+    "ConfigError",
+    "LoadgenConfig",
+    "MixConfig",
+    "RateConfig",
+    "RelevanceConfig",
+    "SCENARIO_NAMES",
+    "ScenarioConfig",
+    "ShopperConfig",
+    "TargetConfig",
+    "build_dataclass",
+    "load_config",
+    "parse_scenario",
+]
+
 SCENARIO_NAMES = ("latency-spike", "error-burst", "degraded-canary", "surge")
-
-
-class ConfigError(ValueError):
-    """A configuration problem; the message names the offending key."""
 
 
 @dataclass
@@ -118,8 +128,8 @@ class LoadgenConfig:
     listen: Optional[str] = None
     seed: Optional[int] = None
 
-    def validate(self) -> None:
-        """Cross-field checks the type system cannot express."""
+    def validate(self, path: str = "") -> None:
+        """Cross-field checks the type system cannot express (run again after CLI overrides)."""
         checks = [
             (self.rate.requests_per_second > 0, "rate.requests_per_second", "must be > 0"),
             (0 <= self.rate.daily_amplitude < 1, "rate.daily_amplitude", "must be in [0, 1)"),
@@ -160,94 +170,12 @@ class LoadgenConfig:
             ]
         for ok, key, msg in checks:
             if not ok:
-                raise ConfigError(f"{key}: {msg}")
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def convert(value: Any, tp: Any, path: str) -> Any:
-    """Check `value` against the annotation `tp` (recursively), returning the converted value."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if tp is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return convert(value, arg, path)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{path}: expected {_type_name(tp)}, got {value!r}")
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{path}: expected one of {', '.join(map(repr, args))}, got {value!r}")
-        return value
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{path}: expected a list, got {type(value).__name__}")
-        return [convert(v, args[0], f"{path}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}")
-        return {convert(k, args[0], f"{path}.{k}"): convert(v, args[1], f"{path}.{k}") for k, v in value.items()}
-    if dataclasses.is_dataclass(tp):
-        return build_dataclass(tp, value, path)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{path}: expected bool, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{path}: expected int, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{path}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{path}: expected a string, got {value!r}")
-        return value
-    raise ConfigError(f"{path}: unsupported type {tp!r}")
-
-
-def build_dataclass(cls: type, data: Any, path: str = "") -> Any:
-    """Instantiate dataclass `cls` from a mapping, rejecting unknown keys and wrong types."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path or '<root>'}: expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls) if f.init}
-    kwargs = {}
-    for key, value in data.items():
-        key_path = f"{path}.{key}" if path else str(key)
-        if key not in known:
-            raise ConfigError(f"{key_path}: unknown key (allowed: {', '.join(sorted(known))})")
-        kwargs[key] = convert(value, hints[key], key_path)
-    return cls(**kwargs)
+                raise ConfigError(join_key(path, key), msg)
 
 
 def load_config(path: str | os.PathLike | None) -> LoadgenConfig:
     """Read and validate a loadgen YAML file (None -> defaults)."""
-    data: Any = {}
-    if path is not None:
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except OSError as exc:
-            raise ConfigError(f"cannot read {path}: {exc}") from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
-    cfg = build_dataclass(LoadgenConfig, data)
-    cfg.validate()
-    return cfg
+    return build_dataclass(LoadgenConfig, load_yaml_mapping(path) if path is not None else {})
 
 
 def parse_scenario(spec: str) -> ScenarioConfig:
@@ -265,15 +193,15 @@ def parse_scenario(spec: str) -> ScenarioConfig:
         if duration is not None:
             data["duration_s"] = float(duration.rstrip("s"))
     except ValueError:
-        raise ConfigError(f"--scenario {spec!r}: START and DURATION must be seconds") from None
+        raise ConfigError(f"--scenario {spec!r}", "START and DURATION must be seconds") from None
     hints = typing.get_type_hints(ScenarioConfig)
     for opt in options:
         key, sep, raw = opt.partition("=")
         key = key.strip()
         if not sep or key in ("name", "start_s", "duration_s"):
-            raise ConfigError(f"--scenario {spec!r}: option {opt!r} must be key=value")
+            raise ConfigError(f"--scenario {spec!r}", f"option {opt!r} must be key=value")
         if key not in hints:
-            raise ConfigError(f"--scenario {spec!r}: unknown option {key!r}")
+            raise ConfigError(f"--scenario {spec!r}", f"unknown option {key!r}")
         data[key] = yaml.safe_load(raw)
         if hints[key] is str or hints[key] == Optional[str]:
             data[key] = raw

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-import yaml
+from typed_config import load_yaml_mapping
 
 from .config import ConfigError, RelevanceConfig, build_dataclass
 
@@ -32,7 +32,7 @@ class RelevanceOracle:
     def __init__(self, catalog: Any, queries: Sequence[Any], min_grade: float, max_grade: float,
                  default_price: float = 25.0) -> None:
         if max_grade <= min_grade:
-            raise ConfigError(f"relevance: max_grade ({max_grade}) must exceed min_grade ({min_grade})")
+            raise ConfigError("relevance", f"max_grade ({max_grade}) must exceed min_grade ({min_grade})")
         self.catalog = catalog
         self.catalog_name: str = getattr(catalog, "name", "catalog")
         self.min_grade = float(min_grade)
@@ -47,7 +47,7 @@ class RelevanceOracle:
             if relevant:
                 intents.append(Intent(str(q.query_id), str(q.text), judged, relevant))
         if not intents:
-            raise ConfigError(f"relevance: catalog {self.catalog_name!r} has no judged query with a relevant product")
+            raise ConfigError("relevance", f"catalog {self.catalog_name!r} has no judged query with a relevant product")
         self.intents = intents
 
     def relevance(self, intent: Intent, product_id: str) -> float:
@@ -92,23 +92,18 @@ def catalog_settings(cfg: RelevanceConfig, repo_root: Path,
         if not path.is_absolute() and not path.exists():
             path = repo_root / path
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except OSError as exc:
-            raise ConfigError(f"relevance.server_config: cannot read {path}: {exc}") from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"relevance.server_config: {path}: invalid YAML: {exc}") from exc
-        if not isinstance(raw, dict):
-            raise ConfigError(f"relevance.server_config: {path} must be a mapping")
-    from inference_server.config import ConfigError as ServerConfigError
+            raw = load_yaml_mapping(path)
+        except ConfigError as exc:
+            raise ConfigError("relevance.server_config", exc.message) from exc
     from inference_server.config import apply_env_overrides
 
     try:
         apply_env_overrides(raw, environ)
-    except ServerConfigError as exc:
-        raise ConfigError(f"server env override: {exc}") from exc
+    except ConfigError as exc:
+        raise ConfigError(exc.key, f"server env override: {exc.message}") from exc
     section = raw.get("catalog")
     if section is not None and not isinstance(section, dict):
-        raise ConfigError(f"relevance.server_config: {cfg.server_config}: `catalog` must be a mapping")
+        raise ConfigError("relevance.server_config", f"{cfg.server_config}: `catalog` must be a mapping")
     return dict(section or {})
 
 
@@ -124,10 +119,10 @@ def load_oracle(cfg: RelevanceConfig, default_price: float = 25.0, repo_root: Op
     try:
         bundle = load_catalog(catalog_cfg)
     except CatalogError as exc:
-        raise ConfigError(f"relevance: cannot load catalog {catalog_cfg.source!r}: {exc}") from exc
+        raise ConfigError("relevance", f"cannot load catalog {catalog_cfg.source!r}: {exc}") from exc
     grades = [g for q in bundle.queries for g in q.judgments.values()]
     if not grades:
-        raise ConfigError(f"relevance: catalog {catalog_cfg.source!r} comes without judged queries")
+        raise ConfigError("relevance", f"catalog {catalog_cfg.source!r} comes without judged queries")
     min_grade = cfg.min_grade
     if min_grade is None:
         # Home Depot's raters use 1 = irrelevant, 3 = perfect; synthetic grades start at 0.

@@ -32,10 +32,10 @@ def load_salt(config: RequestLogConfig) -> bytes:
         try:
             value = Path(config.user_id_salt_file).read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise ConfigError(f"request_log.user_id_salt_file: cannot read {config.user_id_salt_file!r}: "
+            raise ConfigError("request_log.user_id_salt_file", f"cannot read {config.user_id_salt_file!r}: "
                               f"{exc.strerror or exc}") from exc
         if not value:
-            raise ConfigError(f"request_log.user_id_salt_file: {config.user_id_salt_file!r} is empty")
+            raise ConfigError("request_log.user_id_salt_file", f"{config.user_id_salt_file!r} is empty")
         return value.encode("utf-8")
     value = os.environ.get(config.user_id_salt_env, "")
     if value:

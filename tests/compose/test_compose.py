@@ -170,3 +170,18 @@ def test_dockerfiles_copy_existing_paths_and_pin_torch(dockerfile):
             assert ":" in base and not base.endswith(":latest")
     ignore = (REPO_ROOT / ".dockerignore").read_text().split()
     assert "secrets" in ignore and ".venv" in ignore
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.gpu"])
+def test_dockerfiles_copy_every_packaged_python_package(dockerfile):
+    """The image installs the project with pip, so every package pyproject ships must be copied in."""
+    import tomllib
+
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = {p.rstrip("*") for p in patterns}
+    copied = set()
+    for line in (REPO_ROOT / dockerfile).read_text().splitlines():
+        if line.startswith("COPY ") and "--from" not in line:
+            copied.update(src.rstrip("/") for src in line.split()[1:-1])
+    assert packages <= copied, f"{dockerfile} does not COPY {sorted(packages - copied)}"

@@ -167,7 +167,7 @@ def test_ndcg_formula():
                                       ({"rates": {"EUR": -1}}, "feedback.rates.EUR")])
 def test_config_errors_name_the_key(cfg, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        FeedbackConfig(**cfg).check()
+        FeedbackConfig(**cfg).validate("feedback")
 
 
 def test_positions_tracked_per_request_are_bounded():

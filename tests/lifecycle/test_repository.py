@@ -64,7 +64,7 @@ def test_version_policy(tmp_path):
     with pytest.raises(RepositoryError, match="9"):
         repo.select("minilm", VersionPolicy("specific", versions=["9"]))
     with pytest.raises(ConfigError, match="num_versions"):
-        VersionPolicy("latest", 0).check("model_repository.version_policy")
+        VersionPolicy("latest", 0).validate("model_repository.version_policy")
 
 
 def test_spec_and_batching_resolution(tmp_path):

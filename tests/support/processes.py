@@ -112,6 +112,35 @@ class Prometheus(ManagedProcess):
         urllib.request.urlopen(req, timeout=10).read()
 
 
+def _prepare_workdir(workdir: Path, copy_files: dict[str, Path] | None, name: str, config: dict | str) -> Path:
+    """Create workdir, copy the files the config refers to, write the config; return its path."""
+    import yaml
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    for rel, src in (copy_files or {}).items():
+        dst = workdir / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, dst)
+    cfg_path = workdir / name
+    cfg_path.write_text(config if isinstance(config, str) else yaml.safe_dump(config, sort_keys=False))
+    return cfg_path
+
+
+def _launch(cls: type[ManagedProcess], what: str, args: list[str], workdir: Path, port: int,
+            timeout: float) -> ManagedProcess:
+    """Start `args` with its output in workdir/<what>.log and wait for /-/ready on `port`."""
+    log_path = workdir / f"{what.lower()}.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
+    managed = cls(proc=proc, url=f"http://127.0.0.1:{port}", workdir=workdir, log_path=log_path)
+    try:
+        wait_http_ok(f"{managed.url}/-/ready", timeout=timeout, proc=proc)
+    except Exception:
+        managed.stop()
+        raise RuntimeError(f"{what} did not start:\n{managed.log()[-4000:]}")
+    return managed
+
+
 def start_prometheus(
     workdir: Path,
     config: dict | str,
@@ -126,18 +155,9 @@ def start_prometheus(
     copy_files maps names inside workdir to files copied there first (e.g. rule files), so relative
     paths in the config resolve against workdir.
     """
-    import yaml
-
     binary = require_binary("prometheus")
-    workdir.mkdir(parents=True, exist_ok=True)
-    for name, src in (copy_files or {}).items():
-        dst = workdir / name
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(src, dst)
-    cfg_path = workdir / "prometheus.yml"
-    cfg_path.write_text(config if isinstance(config, str) else yaml.safe_dump(config, sort_keys=False))
+    cfg_path = _prepare_workdir(workdir, copy_files, "prometheus.yml", config)
     port = port or free_port()
-    log_path = workdir / "prometheus.log"
     args = [
         binary,
         f"--config.file={cfg_path}",
@@ -147,15 +167,7 @@ def start_prometheus(
         "--web.enable-admin-api",
         *(extra_args or []),
     ]
-    log = open(log_path, "wb")
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
-    prom = Prometheus(proc=proc, url=f"http://127.0.0.1:{port}", workdir=workdir, log_path=log_path)
-    try:
-        wait_http_ok(f"{prom.url}/-/ready", timeout=timeout, proc=proc)
-    except Exception:
-        prom.stop()
-        raise RuntimeError(f"Prometheus did not start:\n{prom.log()[-4000:]}")
-    return prom
+    return _launch(Prometheus, "Prometheus", args, workdir, port, timeout)
 
 
 def start_alertmanager(
@@ -168,37 +180,20 @@ def start_alertmanager(
     timeout: float = 30.0,
 ) -> ManagedProcess:
     """Start Alertmanager (Debian's `prometheus-alertmanager`) with `config` in workdir."""
-    import yaml
-
     binary = require_binary("prometheus-alertmanager", "alertmanager")
-    workdir.mkdir(parents=True, exist_ok=True)
-    for name, src in (copy_files or {}).items():
-        dst = workdir / name
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(src, dst)
-    cfg_path = workdir / "alertmanager.yml"
-    cfg_path.write_text(config if isinstance(config, str) else yaml.safe_dump(config, sort_keys=False))
+    cfg_path = _prepare_workdir(workdir, copy_files, "alertmanager.yml", config)
     port = port or free_port()
     cluster_port = free_port()
-    log_path = workdir / "alertmanager.log"
     args = [
         binary,
         f"--config.file={cfg_path}",
         f"--storage.path={workdir / 'am-data'}",
         f"--web.listen-address=127.0.0.1:{port}",
         f"--cluster.listen-address=127.0.0.1:{cluster_port}",
-        "--cluster.advertise-address=127.0.0.1:" + str(cluster_port),
+        f"--cluster.advertise-address=127.0.0.1:{cluster_port}",
         *(extra_args or []),
     ]
-    log = open(log_path, "wb")
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
-    am = ManagedProcess(proc=proc, url=f"http://127.0.0.1:{port}", workdir=workdir, log_path=log_path)
-    try:
-        wait_http_ok(f"{am.url}/-/ready", timeout=timeout, proc=proc)
-    except Exception:
-        am.stop()
-        raise RuntimeError(f"Alertmanager did not start:\n{am.log()[-4000:]}")
-    return am
+    return _launch(ManagedProcess, "Alertmanager", args, workdir, port, timeout)
 
 
 @contextlib.contextmanager

@@ -12,9 +12,11 @@ The combined deviation ``raw`` is then judged against its own history (the last 
 re-estimated at every fit), like NAB's anomaly likelihood, by two calibrated ratios whose maximum is
 the score: ``raw / (record_margin * max(raw history))`` (a deviation clearly larger than anything
 recently seen) and
-``z(log1p raw) / sigmas`` (a rare deviation for this series). A point outside the range of every
-value seen so far, widened by ``novelty_tolerance`` of that range on each side, scores at least
-``NOVELTY_SCORE`` (Numenta's "spatial anomaly" rule, with Numenta's 5% tolerance). After an alert (score > 1) the score is
+``z(log1p raw) / sigmas`` (a rare deviation for this series). A value outside the range of the
+values seen so far, widened by ``novelty_tolerance`` (5%, Numenta's constant) of that range on
+each side, scores at least ``NOVELTY_SCORE``: Numenta's "spatial anomaly" rule, made robust by
+taking the range between the ``novelty_rank``-th smallest and largest values (2: one freak value
+on either side does not mask everything below it forever). After an alert (score > 1) the score is
 rescaled by the alert's peak for ``holdoff`` points, so a continuing incident re-alerts only when it
 gets worse.
 """
@@ -51,8 +53,9 @@ class EnsembleDetector(Detector):
     name = "ensemble"
 
     def __init__(self, *, window: int = 128, period: int | str = "auto", neighbourhood: int | str = "auto",
-                 cycles: int = 2, history: int = 3000, holdoff: int = 100, sigmas: float = 4.0,
-                 record_margin: float = 1.25, novelty_tolerance: float | None = 0.05, **kwargs) -> None:
+                 cycles: int = 2, history: int = 3000, holdoff: int = 100, sigmas: float = 6.0,
+                 record_margin: float = 1.1, novelty_tolerance: float | None = 0.05,
+                 novelty_rank: int = 2, **kwargs) -> None:
         super().__init__(sigmas=sigmas, **kwargs)
         if int(window) < 4:
             raise ValueError("window must be >= 4")
@@ -75,8 +78,11 @@ class EnsembleDetector(Detector):
         if novelty_tolerance is not None and not 0 <= novelty_tolerance < 10:
             raise ValueError("novelty_tolerance must be in [0, 10) or null (off)")
         self.novelty_tolerance = None if novelty_tolerance is None else float(novelty_tolerance)
-        self._seen_min = np.inf
-        self._seen_max = -np.inf
+        if not isinstance(novelty_rank, int) or novelty_rank < 1:
+            raise ValueError("novelty_rank must be an integer >= 1")
+        self.novelty_rank = novelty_rank
+        self._top = np.empty(0)  # the novelty_rank largest values seen, ascending
+        self._bottom = np.empty(0)  # the novelty_rank smallest values seen, ascending
         self.period = 0
         self._buf = np.empty(0)
         self._floor = 1e-9
@@ -105,7 +111,9 @@ class EnsembleDetector(Detector):
         if h.size <= self.window:
             raise ValueError(f"{self.name}: need more than window={self.window} points, got {h.size}")
         self._floor = scale_floor(h)
-        self._seen_min, self._seen_max = float(h.min()), float(h.max())
+        k = min(self.novelty_rank, h.size)
+        self._top = np.sort(np.partition(h, h.size - k)[h.size - k:])
+        self._bottom = np.sort(np.partition(h, k - 1)[:k])
         period = self.period_setting
         if period == "auto":
             period = detect_period(h, min_period=4, max_period=h.size // (self.cycles + 1))
@@ -200,14 +208,18 @@ class EnsembleDetector(Detector):
         ratio = raw / (self.record_margin * self._ref_max)
         z = (np.log1p(raw) - self._log_mu) / (self._log_sd * self.sigmas)
         score = np.maximum(np.maximum(ratio, z), 0.0)
-        if self.novelty_tolerance is not None:
-            score = np.maximum(score, self._novelty(filled))
         # The raw deviation at which the score reaches 1 gives the band.
         raw_one = min(self.record_margin * self._ref_max, float(np.expm1(self._log_mu + self.sigmas * self._log_sd)))
         lower, upper = med - raw_one * local_scale, med + raw_one * local_scale
         if hi is not None:
             lower = np.minimum(lower, lo - raw_one * self._season_scale)
             upper = np.maximum(upper, hi + raw_one * self._season_scale)
+        if self.novelty_tolerance is not None:
+            novelty, novel_lo, novel_hi = self._novelty(filled)
+            score = np.maximum(score, novelty)
+            # Beyond the novelty limits the score is above 1 whatever the deviation terms say.
+            lower = np.minimum(np.maximum(lower, novel_lo), expected)
+            upper = np.maximum(np.minimum(upper, novel_hi), expected)
         if self.min_deviation > 0:
             dev = np.abs(values - expected)
             score = np.minimum(score, dev / self.min_deviation)
@@ -218,21 +230,38 @@ class EnsembleDetector(Detector):
         self._buf = v[-self.context:].copy()
         return DetectorOutput(score=score, expected=expected, lower=lower, upper=upper)
 
-    def _novelty(self, values: np.ndarray) -> np.ndarray:
-        """NOVELTY_SCORE where a value leaves the (widened) range of all earlier values, else 0."""
-        hi = np.maximum.accumulate(np.concatenate([[self._seen_max], values]))
-        lo = np.minimum.accumulate(np.concatenate([[self._seen_min], values]))
-        self._seen_max, self._seen_min = float(hi[-1]), float(lo[-1])
-        hi, lo = hi[:-1], lo[:-1]  # the range before each point
-        margin = self.novelty_tolerance * (hi - lo)
-        above, below = values > hi + margin, values < lo - margin
-        if self.direction is Direction.ABOVE:
-            novel = above
-        elif self.direction is Direction.BELOW:
-            novel = below
-        else:
-            novel = above | below
-        return np.where(novel & (hi > lo), NOVELTY_SCORE, 0.0)
+    def _novelty(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Novelty score per value (NOVELTY_SCORE or 0) and the limits in force for it.
+
+        A value is novel when it leaves the range from the ``novelty_rank``-th smallest to the
+        ``novelty_rank``-th largest value seen before it (fit history plus every point scored
+        since), widened by ``novelty_tolerance`` of that range; limits are -inf/+inf where the rule
+        cannot fire (flat or too short a history, or a side excluded by ``direction``).
+        """
+        k = self.novelty_rank
+        top, bottom = list(self._top), list(self._bottom)
+        tol = float(self.novelty_tolerance)
+        check_above = self.direction is not Direction.BELOW
+        check_below = self.direction is not Direction.ABOVE
+        out = np.zeros(values.size)
+        limit_lo = np.full(values.size, -np.inf)
+        limit_hi = np.full(values.size, np.inf)
+        for i, v in enumerate(values.tolist()):
+            if len(top) >= k and top[0] > bottom[-1]:
+                hi, lo = top[0], bottom[-1]
+                margin = tol * (hi - lo)
+                if check_above:
+                    limit_hi[i] = hi + margin
+                if check_below:
+                    limit_lo[i] = lo - margin
+                if v > limit_hi[i] or v < limit_lo[i]:
+                    out[i] = NOVELTY_SCORE
+            if len(top) < k or v > top[0]:
+                top = sorted(top + [v])[-k:]
+            if len(bottom) < k or v < bottom[-1]:
+                bottom = sorted(bottom + [v])[:k]
+        self._top, self._bottom = np.asarray(top), np.asarray(bottom)
+        return out, limit_lo, limit_hi
 
     def _apply_holdoff(self, score: np.ndarray) -> np.ndarray:
         """Within ``holdoff`` points of an alert, a point alerts again only above the alert's peak."""

@@ -39,11 +39,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="seconds measured per HTTP phase (b, c); the sweep uses duration/4 per batch size")
     parser.add_argument("--concurrency", type=int, default=32, help="concurrent closed-loop clients (default 32)")
     parser.add_argument("--catalog-size", type=int, default=5000, help="synthetic catalog products (default 5000)")
-    parser.add_argument("--batch-sizes", default="1,2,4,8,16,32,64",
+    parser.add_argument("--batch-sizes", default="1,4,8,16,32,64",
                         help="batch sizes swept in (a) (comma-separated)")
     parser.add_argument("--k", type=int, default=10, help="results per search (default 10)")
     parser.add_argument("--num-threads", type=int, default=None,
                         help="torch intra-op threads for (a) and the server (default: torch's choice)")
+    parser.add_argument("--instances", type=int, default=None,
+                        help="model instances for (a) and the server (default: sweep 1 and one per core)")
     parser.add_argument("--max-queue-delay-ms", type=float, default=2.0, help="server batching delay (default 2)")
     parser.add_argument("--cache-dir", default=str(REPO_ROOT / "var" / "cache" / "embeddings"),
                         help="embedding cache shared by (a) and the server")
@@ -52,30 +54,50 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 # -- (a) in-process ----------------------------------------------------------------------------
 
-def in_process_sweep(args, queries: list[str]) -> tuple[int, float, dict[int, float]]:
+def in_process_sweep(args, queries: list[str]) -> tuple[tuple[int, int], float, dict[tuple[int, int], float]]:
+    """Queries/s of tokenise + encode + top-k for each (model instances, batch size); the best is (a).
+
+    Instances are concurrent streams, each in its own thread with its share of the cores, exactly as
+    the server runs them, so (a) is the machine's in-process limit whichever layout wins.
+    """
+    import threading
+
     from tqdm import tqdm
 
     from inference_server.catalog import CatalogConfig, VectorIndex, load_catalog
-    from inference_server.model.backend import ModelSpec, create_backend
+    from inference_server.model.backend import ModelSpec, create_backend, usable_cpu_count
+    from inference_server.server.batching import MAX_AUTO_INSTANCES
 
     backend = create_backend(ModelSpec(device="cpu", num_threads=args.num_threads))
     bundle = load_catalog(CatalogConfig(num_products=args.catalog_size, cache_dir=args.cache_dir))
     index = VectorIndex.build(bundle.catalog, backend, args.cache_dir, progress=True)
     backend.warmup((1, 8, 32))
     sizes = [int(s) for s in args.batch_sizes.split(",") if s.strip()]
-    per_size = max(args.duration / 4.0, 1.0)
-    results: dict[int, float] = {}
-    for size in tqdm(sizes, desc="(a) batch-size sweep", unit="size"):
-        done, cursor = 0, 0
-        started = time.perf_counter()
-        while time.perf_counter() - started < per_size:
+    layouts = sorted({1, min(usable_cpu_count(), MAX_AUTO_INSTANCES)} if args.instances is None else {args.instances})
+    per_run = max(args.duration / 4.0, 1.0)
+    results: dict[tuple[int, int], float] = {}
+
+    def stream(size: int, offset: int, until: float, counts: list[int], slot: int) -> None:
+        cursor = offset
+        while time.perf_counter() < until:
             batch = [queries[(cursor + i) % len(queries)] for i in range(size)]
             cursor += size
             backend.token_lengths(batch)  # the server measures token lengths per window too
-            vectors = backend.encode(batch)
-            index.search(vectors, args.k)
-            done += size
-        results[size] = done / (time.perf_counter() - started)
+            index.search(backend.encode(batch), args.k)
+            counts[slot] += size
+
+    runs = [(n, size) for n in layouts for size in sizes]
+    for instances, size in tqdm(runs, desc="(a) instances x batch-size sweep", unit="run"):
+        backend.configure_parallelism(instances)
+        counts = [0] * instances
+        started = time.perf_counter()
+        threads = [threading.Thread(target=stream, args=(size, 97 * i, started + per_run, counts, i))
+                   for i in range(instances)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        results[(instances, size)] = sum(counts) / (time.perf_counter() - started)
     backend.close()
     best = max(results, key=results.get)
     return best, results[best], results
@@ -148,7 +170,8 @@ async def closed_loop(port: int, queries: list[str], concurrency: int, duration:
     }
 
 
-def http_phase(args, queries: list[str], *, batching: bool, max_batch_size: int, workdir: Path) -> dict:
+def http_phase(args, queries: list[str], *, batching: bool, max_batch_size: int, instances: int,
+               workdir: Path) -> dict:
     from tests.support.processes import running
     from tests.support.server import start_inference_server
 
@@ -156,7 +179,7 @@ def http_phase(args, queries: list[str], *, batching: bool, max_batch_size: int,
         "server": {"request_timeout_ms": 30000},
         "model": {"num_threads": args.num_threads},
         "catalog": {"num_products": args.catalog_size, "num_queries": 500, "cache_dir": args.cache_dir},
-        "batching": {"enabled": batching, "max_batch_size": max_batch_size,
+        "batching": {"enabled": batching, "max_batch_size": max_batch_size, "instances": instances,
                      "max_queue_delay_ms": args.max_queue_delay_ms, "max_queue_size": 4 * args.concurrency + 64},
         "request_log": {"enabled": True, "path": str(workdir / "requests.jsonl")},
     }
@@ -180,19 +203,25 @@ def main(argv=None) -> int:
     print(f"machine: {os.cpu_count()} CPUs; catalog {args.catalog_size} products; {len(queries)} distinct queries; "
           f"concurrency {args.concurrency}; {args.duration:.0f} s per HTTP phase", flush=True)
 
-    best_size, best_qps, sweep = in_process_sweep(args, queries)
+    (best_instances, best_size), best_qps, sweep = in_process_sweep(args, queries)
     print("(a) in-process tokenise + encode + top-k:")
-    for size, qps in sweep.items():
-        print(f"      batch {size:3d}: {qps:8.1f} q/s{'   <- best' if size == best_size else ''}")
+    for (instances, size), qps in sweep.items():
+        best = "   <- best" if (instances, size) == (best_instances, best_size) else ""
+        print(f"      instances {instances} x batch {size:3d}: {qps:8.1f} q/s{best}")
 
-    # The server batches up to the in-process optimum (32 when the sweep could not tell).
+    # The server runs the in-process optimum's layout (batch 32 when the sweep could not tell);
+    # (c) differs from (b) only in batching.
     server_batch = best_size if best_size > 1 else 32
     workdir = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     try:
-        batched = http_phase(args, queries, batching=True, max_batch_size=server_batch, workdir=workdir / "batched")
-        print(f"(b) HTTP /v1/search, batching on (max batch {server_batch}): {_fmt(batched)}", flush=True)
-        single = http_phase(args, queries, batching=False, max_batch_size=1, workdir=workdir / "single")
-        print(f"(c) HTTP /v1/search, batching off (max batch 1): {_fmt(single)}", flush=True)
+        batched = http_phase(args, queries, batching=True, max_batch_size=server_batch, instances=best_instances,
+                             workdir=workdir / "batched")
+        print(f"(b) HTTP /v1/search, batching on (max batch {server_batch}, {best_instances} instances): "
+              f"{_fmt(batched)}", flush=True)
+        single = http_phase(args, queries, batching=False, max_batch_size=1, instances=best_instances,
+                            workdir=workdir / "single")
+        print(f"(c) HTTP /v1/search, batching off (max batch 1, {best_instances} instances): {_fmt(single)}",
+              flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

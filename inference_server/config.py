@@ -97,10 +97,16 @@ class BatchingConfig:
     # A collection window holds up to max_batch_size * window_batches texts; it is sorted by token
     # length and cut into batches, so texts of similar length share a batch (less padding).
     window_batches: int = 4
+    # Model instances per version: batches that run at the same time, each in its own worker
+    # thread (Triton's instance count). None = auto: the usable CPU cores on CPU (torch threads are
+    # split between them), 1 on a GPU.
+    instances: Optional[int] = None
 
     def validate(self, path: str) -> None:
         require_positive(path, max_batch_size=self.max_batch_size, max_queue_size=self.max_queue_size,
                          window_batches=self.window_batches)
+        if self.instances is not None:
+            require_positive(path, instances=self.instances)
         if self.max_queue_delay_ms < 0:
             raise ConfigError(typed_config.join_key(path, "max_queue_delay_ms"),
                               f"expected >= 0, got {self.max_queue_delay_ms}")

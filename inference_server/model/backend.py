@@ -7,6 +7,7 @@ the batching, routing or index code. `create_backend` is the single factory.
 
 from __future__ import annotations
 
+import os
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -48,12 +49,24 @@ class ModelSpec:
     num_threads: Optional[int] = None  # torch intra-op threads on CPU (process-wide setting)
 
 
+def usable_cpu_count() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. a container's cpuset), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 class BackendUnavailable(RuntimeError):
     """The requested backend/device/dtype cannot run on this machine; the message says why."""
 
 
 class EncoderBackend(ABC):
-    """A loaded sentence encoder. `encode` is called from one worker thread at a time."""
+    """A loaded sentence encoder.
+
+    `encode` and `token_lengths` may be called concurrently from several worker threads (one per
+    model instance, see `configure_parallelism`); implementations make that safe.
+    """
 
     spec: ModelSpec
     backend_name: str
@@ -82,6 +95,9 @@ class EncoderBackend(ABC):
                 raise ValueError(f"warm-up batch size must be >= 1, got {size}")
             self.encode([sample] * size)
         return time.perf_counter() - started
+
+    def configure_parallelism(self, instances: int) -> None:
+        """Split this machine's compute between `instances` concurrent batches (default: nothing to do)."""
 
     def close(self) -> None:
         """Release the model's memory. The backend must not be used afterwards."""

@@ -21,7 +21,7 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 from transformers import AutoModel, AutoTokenizer  # noqa: E402
 
-from .backend import BackendUnavailable, EncoderBackend, ModelSpec, resolve_weights_dir  # noqa: E402
+from .backend import BackendUnavailable, EncoderBackend, ModelSpec, resolve_weights_dir, usable_cpu_count  # noqa: E402
 from .fingerprint import model_fingerprint  # noqa: E402
 from .pooling import NORMALIZE, POOLING, SentenceEncoder  # noqa: E402
 
@@ -74,6 +74,10 @@ class TorchEncoderBackend(EncoderBackend):
         dtype = _resolve_dtype(spec.dtype, device)
         if device.type == "cpu" and spec.num_threads is not None:
             torch.set_num_threads(spec.num_threads)
+        # The fast tokenizer's padding/truncation state is mutable and shared: concurrent calls with
+        # different settings (token_lengths vs encode) fail with "Already borrowed". Tokenising is
+        # cheap next to the forward pass, so it is serialised; the forward passes run in parallel.
+        self._tokenizer_lock = threading.Lock()
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(
                 str(self.weights_dir), local_files_only=True, use_fast=True
@@ -96,33 +100,44 @@ class TorchEncoderBackend(EncoderBackend):
     def token_lengths(self, texts: Sequence[str]) -> list[int]:
         if not texts:
             return []
-        encoded = self.tokenizer(
-            list(texts),
-            add_special_tokens=True,
-            truncation=True,
-            max_length=self.spec.max_seq_length,
-            padding=False,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-        )
+        with self._tokenizer_lock:
+            encoded = self.tokenizer(
+                list(texts),
+                add_special_tokens=True,
+                truncation=True,
+                max_length=self.spec.max_seq_length,
+                padding=False,
+                return_attention_mask=False,
+                return_token_type_ids=False,
+            )
         return [len(ids) for ids in encoded["input_ids"]]
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        batch = self.tokenizer(
-            list(texts),
-            padding=True,
-            truncation=True,
-            max_length=self.spec.max_seq_length,
-            return_tensors="pt",
-            return_token_type_ids=False,
-        )
+        with self._tokenizer_lock:
+            batch = self.tokenizer(
+                list(texts),
+                padding=True,
+                truncation=True,
+                max_length=self.spec.max_seq_length,
+                return_tensors="pt",
+                return_token_type_ids=False,
+            )
         input_ids = batch["input_ids"].to(self._torch_device, non_blocking=True)
         attention_mask = batch["attention_mask"].to(self._torch_device, non_blocking=True)
         with torch.inference_mode():
             embeddings = self.module(input_ids, attention_mask)
         return embeddings.to("cpu", torch.float32).numpy()
+
+    def configure_parallelism(self, instances: int) -> None:
+        """On CPU, give each concurrent batch an equal share of the cores (unless num_threads is set).
+
+        Independent single-threaded forward passes use a small CPU far better than one pass spread
+        over all cores by torch's intra-op threads (see docs/server.md, "Model instances").
+        """
+        if self._torch_device.type == "cpu" and self.spec.num_threads is None and instances >= 1:
+            torch.set_num_threads(max(1, usable_cpu_count() // instances))
 
     def fingerprint(self) -> str:
         with self._fingerprint_lock:

@@ -4,7 +4,10 @@ One `DynamicBatcher` per model version. Requests `submit` texts into a bounded q
 texts; full -> 429 `queue_full`). A single collector task takes a window of pending texts once
 `max_batch_size` are waiting or the oldest has waited `max_queue_delay_ms`, drops texts whose
 request deadline has passed, sorts the window by token length (so a batch holds texts of similar
-length and pads little) and runs the batches in ONE worker thread, keeping the event loop free.
+length and pads little) and hands the window to a free model instance: each instance is a worker
+thread, so the event loop stays free and, with several instances, batches run concurrently
+(Triton's instance count; on a CPU, single-threaded passes side by side beat one pass spread over
+all cores). What is waiting is spread over the free instances; under load each gets a full window.
 
 Failures are contained per batch: an exception or non-finite output fails only that batch's
 requests, with a 503 `model_error`, and is counted in `inference_model_errors_total`.
@@ -23,12 +26,15 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from inference_server.config import BatchingConfig
-from inference_server.model.backend import EncoderBackend
+from inference_server.model.backend import EncoderBackend, usable_cpu_count
 
 from .errors import ApiError
 from .metrics import ServerMetrics
 
-__all__ = ["DynamicBatcher", "EncodeResult", "Searcher"]
+__all__ = ["DynamicBatcher", "EncodeResult", "Searcher", "resolve_instances"]
+
+# Auto instances stop here: past a few, memory bandwidth, not cores, limits a small encoder.
+MAX_AUTO_INSTANCES = 8
 
 # Exact top-k over the catalog index: (query vectors (m, dim), k) -> (scores (m, k'), rows (m, k')).
 Searcher = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
@@ -110,7 +116,13 @@ class DynamicBatcher:
         }
         self._pending: collections.deque[_Text] = collections.deque()
         self._wakeup = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"encode-{model}-{version}")
+        self.instances = resolve_instances(config, backend)
+        backend.configure_parallelism(self.instances)
+        self._executor = ThreadPoolExecutor(max_workers=self.instances,
+                                            thread_name_prefix=f"encode-{model}-{version}")
+        self._free = self.instances          # instances not running a window
+        self._slot_freed = asyncio.Event()
+        self._inflight: set[asyncio.Task] = set()
         self._task: Optional[asyncio.Task] = None
         self._closed = False
 
@@ -126,12 +138,16 @@ class DynamicBatcher:
         """Stop collecting; pending requests fail with 503; waits for the batch in progress."""
         self._closed = True
         self._wakeup.set()
+        self._slot_freed.set()
         if self._task is not None:
             self._task.cancel()
             try:
                 await self._task
             except asyncio.CancelledError:
                 pass
+        for task in list(self._inflight):
+            task.cancel()
+        await asyncio.gather(*self._inflight, return_exceptions=True)
         while self._pending:
             self._pending.popleft().job.fail(ApiError(503, "not_ready", "model version is shutting down",
                                                       retry_after=self.retry_after_s))
@@ -225,6 +241,10 @@ class DynamicBatcher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
+            if self._free == 0:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
             # Wait for a full batch or until the oldest text has waited `delay`.
             oldest = self._pending[0].job.enqueued
             while len(self._pending) < max_batch and not self._closed:
@@ -236,9 +256,36 @@ class DynamicBatcher:
                     await asyncio.wait_for(self._wakeup.wait(), timeout=remaining)
                 except asyncio.TimeoutError:
                     break
-            window = self._take_window(window_size, loop.time())
+            # Spread what waits over the free instances; under load each still gets a full window.
+            share = -(-len(self._pending) // self._free)
+            window = self._take_window(min(window_size, max(1, share)), loop.time())
             if window:
-                await self._run_window(window)
+                self._dispatch(window)
+
+    def _dispatch(self, window: list[_Text]) -> None:
+        """Run `window` on a free instance; the collector goes on collecting meanwhile."""
+        self._free -= 1
+        task = asyncio.get_running_loop().create_task(self._run_window_guarded(window))
+        self._inflight.add(task)
+        task.add_done_callback(self._window_done)
+
+    def _window_done(self, task: asyncio.Task) -> None:
+        self._inflight.discard(task)
+        self._free += 1
+        self._slot_freed.set()
+
+    async def _run_window_guarded(self, window: list[_Text]) -> None:
+        """No window may leave its requests hanging: any failure answers them with a 503."""
+        try:
+            await self._run_window(window)
+        except asyncio.CancelledError:
+            self._fail(window, ApiError(503, "not_ready", "model version is shutting down",
+                                        retry_after=self.retry_after_s))
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug here must not stall the queue
+            log.exception("model %s/%s: window of %d texts failed", self.model, self.version, len(window))
+            self._errors["exception"].inc()
+            self._fail(window, _model_error(f"{type(exc).__name__}", self.retry_after_s))
 
     def _take_window(self, size: int, now: float) -> list[_Text]:
         window: list[_Text] = []
@@ -309,6 +356,15 @@ class DynamicBatcher:
     def _fail(texts: Sequence[_Text], exc: ApiError) -> None:
         for text in texts:
             text.job.fail(exc)
+
+
+def resolve_instances(config: BatchingConfig, backend: EncoderBackend) -> int:
+    """Configured instances, or auto: one per usable CPU core (capped) on CPU, one on a GPU."""
+    if config.instances is not None:
+        return config.instances
+    if backend.device == "cpu":
+        return min(usable_cpu_count(), MAX_AUTO_INSTANCES)
+    return 1
 
 
 def _model_error(message: str, retry_after: int) -> ApiError:

@@ -39,6 +39,36 @@ async def test_concurrent_requests_form_batches(make_client):
     assert sample_value(reg, "inference_compute_duration_seconds_count", VERSION) == 2
 
 
+async def test_model_instances_run_batches_concurrently(make_client):
+    """With two instances, what waits is spread over both and the two batches run at the same time."""
+    client = await make_client(wrap=GatedBackend,
+                               batching={"max_batch_size": 8, "max_queue_delay_ms": 5000, "instances": 2})
+    backend = client.backend
+    batcher = client.state.get("minilm", "1").batcher
+    assert batcher.instances == 2
+    backend.arm()
+    requests = [asyncio.ensure_future(client.post("/v1/search", json={"query": f"oak table {i}", "k": 2}))
+                for i in range(8)]
+    # The collector dispatches once 8 texts (a full batch) wait, as two halves for the two free
+    # instances; both enter encode() while the gate is closed: two batches in flight at once.
+    await _wait_until(lambda: len(backend.calls) == 2, "two concurrent batches")
+    assert batcher.depth == 0 and sorted(backend.calls) == [4, 4]
+    backend.gate.set()
+    assert [r.status for r in await asyncio.gather(*requests)] == [200] * 8
+    assert sample_value(client.metrics.registry, "inference_batch_size_sum", VERSION) == 8
+
+
+async def test_auto_instances_follow_the_device(shared_backend):
+    from inference_server.config import BatchingConfig
+    from inference_server.model.backend import usable_cpu_count
+    from inference_server.server.batching import MAX_AUTO_INSTANCES, resolve_instances
+
+    assert resolve_instances(BatchingConfig(instances=3), shared_backend) == 3
+    assert resolve_instances(BatchingConfig(), shared_backend) == min(usable_cpu_count(), MAX_AUTO_INSTANCES)
+    gpu_like = type("GpuLike", (), {"device": "cuda:0"})()
+    assert resolve_instances(BatchingConfig(), gpu_like) == 1
+
+
 async def test_batches_group_similar_token_lengths(make_client):
     client = await make_client(wrap=GatedBackend, batching={"max_batch_size": 2, "max_queue_delay_ms": 50})
     backend = client.backend

@@ -6,13 +6,12 @@ On a machine without an NVIDIA driver the exporter reports `nvidia_gpu_nvml_up 0
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import yaml
 
-from tests.support.processes import REPO_ROOT, ManagedProcess, free_port, wait_http_ok
+from tests.support.processes import REPO_ROOT, ManagedProcess, free_port, launch
 
 
 def start_exporter(
@@ -37,23 +36,9 @@ def start_exporter(
     cfg["server"] = server
     cfg_path = workdir / "exporter.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    log_path = workdir / "exporter.log"
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("EXPORTER__")}
     child_env.update(env or {})
     child_env.setdefault("PYTHONUNBUFFERED", "1")
-    log = open(log_path, "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "exporter", "--config", str(cfg_path)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=REPO_ROOT,
-        env=child_env,
-    )
-    log.close()
-    exporter = ManagedProcess(proc=proc, url=f"http://127.0.0.1:{port}", workdir=workdir, log_path=log_path)
-    try:
-        wait_http_ok(f"{exporter.url}/healthz", timeout=timeout, proc=proc)
-    except Exception:
-        exporter.stop()
-        raise RuntimeError(f"exporter did not start:\n{exporter.log()[-4000:]}")
-    return exporter
+    return launch("exporter", [sys.executable, "-m", "exporter", "--config", str(cfg_path)], workdir=workdir,
+                  url=f"http://127.0.0.1:{port}", ready_path="/healthz", timeout=timeout, env=child_env,
+                  cwd=REPO_ROOT)

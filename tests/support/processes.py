@@ -126,18 +126,32 @@ def _prepare_workdir(workdir: Path, copy_files: dict[str, Path] | None, name: st
     return cfg_path
 
 
-def _launch(cls: type[ManagedProcess], what: str, args: list[str], workdir: Path, port: int,
-            timeout: float) -> ManagedProcess:
-    """Start `args` with its output in workdir/<what>.log and wait for /-/ready on `port`."""
-    log_path = workdir / f"{what.lower()}.log"
+def launch(
+    what: str,
+    args: list[str],
+    *,
+    workdir: Path,
+    url: str,
+    ready_path: str,
+    timeout: float,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    cls: type[ManagedProcess] = ManagedProcess,
+    extra: dict | None = None,
+) -> ManagedProcess:
+    """Start `args` with its output in workdir/<what>.log; return once GET url+ready_path is 200.
+
+    If it does not answer in time it is stopped and the error carries the end of its log.
+    """
+    log_path = workdir / f"{what.lower().replace(' ', '_')}.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
-    managed = cls(proc=proc, url=f"http://127.0.0.1:{port}", workdir=workdir, log_path=log_path)
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=cwd or workdir, env=env)
+    managed = cls(proc=proc, url=url, workdir=workdir, log_path=log_path, extra=extra or {})
     try:
-        wait_http_ok(f"{managed.url}/-/ready", timeout=timeout, proc=proc)
+        wait_http_ok(f"{url}{ready_path}", timeout=timeout, proc=proc)
     except Exception:
         managed.stop()
-        raise RuntimeError(f"{what} did not start:\n{managed.log()[-4000:]}")
+        raise RuntimeError(f"{what} did not become ready:\n{managed.log()[-4000:]}")
     return managed
 
 
@@ -167,7 +181,8 @@ def start_prometheus(
         "--web.enable-admin-api",
         *(extra_args or []),
     ]
-    return _launch(Prometheus, "Prometheus", args, workdir, port, timeout)
+    return launch("Prometheus", args, workdir=workdir, url=f"http://127.0.0.1:{port}", ready_path="/-/ready",
+                  timeout=timeout, cls=Prometheus)
 
 
 def start_alertmanager(
@@ -193,7 +208,8 @@ def start_alertmanager(
         f"--cluster.advertise-address=127.0.0.1:{cluster_port}",
         *(extra_args or []),
     ]
-    return _launch(ManagedProcess, "Alertmanager", args, workdir, port, timeout)
+    return launch("Alertmanager", args, workdir=workdir, url=f"http://127.0.0.1:{port}", ready_path="/-/ready",
+                  timeout=timeout)
 
 
 @contextlib.contextmanager

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import copy
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
 
-from tests.support.processes import REPO_ROOT, ManagedProcess, free_port, wait_http_ok
+from tests.support.processes import REPO_ROOT, ManagedProcess, free_port, launch
 
 __all__ = ["base_server_config", "start_inference_server"]
 
@@ -64,7 +63,6 @@ def start_inference_server(
     config = _merge(base_server_config(workdir, port), overrides or {})
     config_path = workdir / "inference_server.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    log_path = workdir / "inference_server.log"
     child_env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
@@ -73,25 +71,7 @@ def start_inference_server(
         "PYTHONUNBUFFERED": "1",
         **(env or {}),
     }
-    log = open(log_path, "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "inference_server", "--config", str(config_path)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=REPO_ROOT,
-        env=child_env,
-    )
-    log.close()
-    server = ManagedProcess(
-        proc=proc,
-        url=f"http://127.0.0.1:{config['server']['port']}",
-        workdir=workdir,
-        log_path=log_path,
-        extra={"config_path": config_path, "config": config},
-    )
-    try:
-        wait_http_ok(f"{server.url}/readyz", timeout=timeout, proc=proc)
-    except Exception:
-        server.stop()
-        raise RuntimeError(f"inference server did not become ready:\n{server.log()[-4000:]}")
-    return server
+    return launch("inference_server", [sys.executable, "-m", "inference_server", "--config", str(config_path)],
+                  workdir=workdir, url=f"http://127.0.0.1:{config['server']['port']}", ready_path="/readyz",
+                  timeout=timeout, env=child_env, cwd=REPO_ROOT,
+                  extra={"config_path": config_path, "config": config})

@@ -104,6 +104,26 @@ class String(Schema):
         return self._doc(out)
 
 
+def _check_range(value: float, minimum: Optional[float], maximum: Optional[float], path: str) -> None:
+    """Reject a number outside [minimum, maximum] (either bound may be absent), naming the bounds."""
+    below = minimum is not None and value < minimum
+    above = maximum is not None and value > maximum
+    if not (below or above):
+        return
+    if minimum is not None and maximum is not None:
+        raise ApiError.validation(f"{path} must be between {minimum} and {maximum}, got {value}", path)
+    bound = f">= {minimum}" if below else f"<= {maximum}"
+    raise ApiError.validation(f"{path} must be {bound}, got {value}", path)
+
+
+def _range_doc(out: dict, minimum: Optional[float], maximum: Optional[float]) -> dict:
+    if minimum is not None:
+        out["minimum"] = minimum
+    if maximum is not None:
+        out["maximum"] = maximum
+    return out
+
+
 @dataclass
 class Integer(Schema):
     minimum: Optional[int] = None
@@ -113,17 +133,11 @@ class Integer(Schema):
     def validate(self, value: Any, path: str) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ApiError.validation(f"{path} must be an integer, got {_describe(value)}", path)
-        if self.minimum is not None and value < self.minimum or self.maximum is not None and value > self.maximum:
-            raise ApiError.validation(f"{path} must be between {self.minimum} and {self.maximum}, got {value}", path)
+        _check_range(value, self.minimum, self.maximum, path)
         return value
 
     def openapi(self) -> dict:
-        out: dict = {"type": "integer"}
-        if self.minimum is not None:
-            out["minimum"] = self.minimum
-        if self.maximum is not None:
-            out["maximum"] = self.maximum
-        return self._doc(out)
+        return self._doc(_range_doc({"type": "integer"}, self.minimum, self.maximum))
 
 
 @dataclass
@@ -135,17 +149,11 @@ class Number(Schema):
     def validate(self, value: Any, path: str) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ApiError.validation(f"{path} must be a finite number, got {_describe(value)}", path)
-        if self.minimum is not None and value < self.minimum or self.maximum is not None and value > self.maximum:
-            raise ApiError.validation(f"{path} must be between {self.minimum} and {self.maximum}, got {value}", path)
+        _check_range(value, self.minimum, self.maximum, path)
         return float(value)
 
     def openapi(self) -> dict:
-        out: dict = {"type": "number"}
-        if self.minimum is not None:
-            out["minimum"] = self.minimum
-        if self.maximum is not None:
-            out["maximum"] = self.maximum
-        return self._doc(out)
+        return self._doc(_range_doc({"type": "number"}, self.minimum, self.maximum))
 
 
 @dataclass

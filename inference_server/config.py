@@ -98,9 +98,10 @@ class BatchingConfig:
     # length and cut into batches, so texts of similar length share a batch (less padding).
     window_batches: int = 4
     # Model instances per version: batches that run at the same time, each in its own worker
-    # thread (Triton's instance count). None = auto: the usable CPU cores on CPU (torch threads are
-    # split between them), 1 on a GPU.
-    instances: Optional[int] = None
+    # thread (Triton's instance count). 1 keeps latency lowest at moderate load; None = auto (the
+    # usable CPU cores on CPU, torch threads split between them; 1 on a GPU) adds throughput under
+    # heavy load (docs/server.md, "Model instances").
+    instances: Optional[int] = 1
 
     def validate(self, path: str) -> None:
         require_positive(path, max_batch_size=self.max_batch_size, max_queue_size=self.max_queue_size,

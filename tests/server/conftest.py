@@ -110,8 +110,8 @@ def server_config(tmp_path, embedding_cache) -> Callable[..., object]:
             "catalog": {"source": "synthetic", "num_products": 300, "num_queries": 20,
                         "cache_dir": str(embedding_cache)},
             "request_log": {"path": str(tmp_path / "requests.jsonl")},
-            # One model instance: tests that gate the worker reason about a single batch at a time
-            # (test_model_instances_run_batches_concurrently covers several).
+            # One model instance (also the default): tests that gate the worker reason about a
+            # single batch at a time (test_model_instances_run_batches_concurrently covers several).
             "batching": {"instances": 1},
         }
         for name, values in sections.items():

@@ -63,10 +63,11 @@ async def test_auto_instances_follow_the_device(shared_backend):
     from inference_server.model.backend import usable_cpu_count
     from inference_server.server.batching import MAX_AUTO_INSTANCES, resolve_instances
 
+    assert resolve_instances(BatchingConfig(), shared_backend) == 1  # the default: lowest latency
     assert resolve_instances(BatchingConfig(instances=3), shared_backend) == 3
-    assert resolve_instances(BatchingConfig(), shared_backend) == min(usable_cpu_count(), MAX_AUTO_INSTANCES)
+    assert resolve_instances(BatchingConfig(instances=None), shared_backend) == min(usable_cpu_count(), MAX_AUTO_INSTANCES)
     gpu_like = type("GpuLike", (), {"device": "cuda:0"})()
-    assert resolve_instances(BatchingConfig(), gpu_like) == 1
+    assert resolve_instances(BatchingConfig(instances=None), gpu_like) == 1
 
 
 async def test_batches_group_similar_token_lengths(make_client):

@@ -23,6 +23,14 @@ class Direction(str, Enum):
     BELOW = "below"
     BOTH = "both"
 
+    def fold(self, deviation: np.ndarray) -> np.ndarray:
+        """The size of a signed deviation on the side(s) that count; the other side scores 0."""
+        if self is Direction.ABOVE:
+            return np.maximum(deviation, 0.0)
+        if self is Direction.BELOW:
+            return np.maximum(-deviation, 0.0)
+        return np.abs(deviation)
+
 
 @dataclass(frozen=True)
 class DetectorOutput:
@@ -102,13 +110,7 @@ class Detector(ABC):
                     ) -> DetectorOutput:
         half = np.maximum(self.sigmas * np.asarray(scale, dtype=float), self.min_deviation)
         half = np.maximum(half, 1e-12)
-        dev = values - expected
-        if self.direction is Direction.ABOVE:
-            dev = np.maximum(dev, 0.0)
-        elif self.direction is Direction.BELOW:
-            dev = np.maximum(-dev, 0.0)
-        else:
-            dev = np.abs(dev)
+        dev = self.direction.fold(values - expected)
         score = np.where(np.isfinite(dev), dev / half, 0.0)
         return DetectorOutput(score=score, expected=expected, lower=expected - half,
                               upper=expected + half)

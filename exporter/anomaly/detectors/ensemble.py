@@ -169,12 +169,7 @@ class EnsembleDetector(Detector):
         local_scale = np.maximum(np.maximum((q75 - q25) / 1.349, 0.3 * std), self._floor)
         local = (base[-n:] - med) / local_scale
         med = med + mid
-        if self.direction is Direction.ABOVE:
-            local = np.maximum(local, 0.0)
-        elif self.direction is Direction.BELOW:
-            local = np.maximum(-local, 0.0)
-        else:
-            local = np.abs(local)
+        local = self.direction.fold(local)
         if not self.period:
             return local, med, med, local_scale, None, None
         above = np.maximum(x - hi, 0.0) / self._season_scale

@@ -75,7 +75,11 @@ def scale_floor(values: np.ndarray) -> float:
 
 
 class Detector(ABC):
-    """Base class: band = expected +/- max(sigmas * scale, min_deviation); score = |dev| / half-band."""
+    """An online detector: `fit` on history, then `score` the points that follow it, in order.
+
+    Every detector takes a direction (which side of the expected value counts), a min_deviation
+    (deviations smaller than this never score above 1) and sigmas (the band's width in scales).
+    """
 
     name: str = "detector"
 
@@ -95,19 +99,26 @@ class Detector(ABC):
         """Estimate state from ``history`` (oldest first); the next ``score`` call continues it."""
 
     @abstractmethod
+    def score(self, values: np.ndarray) -> DetectorOutput:
+        """Score points that follow the fitted history, in order."""
+
+
+class BandDetector(Detector):
+    """A detector that predicts an expected value and a scale per point.
+
+    The band is expected +/- max(sigmas * scale, min_deviation), and the score is the deviation
+    divided by the band's half-width.
+    """
+
+    @abstractmethod
     def _predict(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Expected value and scale (sigma) for each of ``values``, advancing internal state."""
 
     def score(self, values: np.ndarray) -> DetectorOutput:
-        """Score points that follow the fitted history, in order."""
         if not self.fitted:
             raise RuntimeError(f"{self.name}: score() before fit()")
         values = np.asarray(values, dtype=float)
         expected, scale = self._predict(values)
-        return self._band_score(values, expected, scale)
-
-    def _band_score(self, values: np.ndarray, expected: np.ndarray, scale: np.ndarray
-                    ) -> DetectorOutput:
         half = np.maximum(self.sigmas * np.asarray(scale, dtype=float), self.min_deviation)
         half = np.maximum(half, 1e-12)
         dev = self.direction.fold(values - expected)

@@ -182,9 +182,6 @@ class EnsembleDetector(Detector):
             seas = np.maximum(above, below)
         return np.minimum(local, seas), med, (hi + lo) / 2.0, local_scale, hi, lo
 
-    def _predict(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
-        raise NotImplementedError("EnsembleDetector overrides score()")
-
     def score(self, values: np.ndarray) -> DetectorOutput:
         if not self.fitted:
             raise RuntimeError(f"{self.name}: score() before fit()")

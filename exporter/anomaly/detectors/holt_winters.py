@@ -12,12 +12,12 @@ import warnings
 import numpy as np
 from statsmodels.tsa.holtwinters import ExponentialSmoothing
 
-from .base import Detector, robust_scale, scale_floor
+from .base import BandDetector, robust_scale, scale_floor
 from .seasonality import detect_period
 from .stl import _fill_gaps
 
 
-class HoltWintersDetector(Detector):
+class HoltWintersDetector(BandDetector):
     name = "holt_winters"
 
     def __init__(self, *, period: int | str = "auto", trend: bool = True, damped: bool = True,

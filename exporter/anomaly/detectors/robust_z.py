@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Detector, robust_scale, scale_floor
+from .base import BandDetector, robust_scale, scale_floor
 from .seasonality import detect_period
 
 
-class RobustZScore(Detector):
+class RobustZScore(BandDetector):
     name = "robust_zscore"
 
     def __init__(self, *, window: int = 60, period: int | str = 0, **kwargs) -> None:

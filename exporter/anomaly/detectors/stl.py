@@ -9,11 +9,11 @@ from __future__ import annotations
 import numpy as np
 from statsmodels.tsa.seasonal import STL
 
-from .base import Detector, robust_scale, scale_floor
+from .base import BandDetector, robust_scale, scale_floor
 from .seasonality import detect_period
 
 
-class STLDetector(Detector):
+class STLDetector(BandDetector):
     name = "stl"
 
     def __init__(self, *, period: int | str = "auto", robust: bool = True, slope_window: int = 10,

@@ -26,6 +26,8 @@ RUN mkdir -p inference_server exporter \
 COPY inference_server ./inference_server
 COPY exporter ./exporter
 COPY typed_config ./typed_config
+COPY loadgen ./loadgen
+COPY devstack ./devstack
 COPY config ./config
 COPY models ./models
 RUN pip install --no-deps -e . \

@@ -27,8 +27,8 @@ from prometheus_client import CollectorRegistry  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from inference_server.config import load_config  # noqa: E402
-from inference_server.feedback import FeedbackConfig, FeedbackMetrics, FeedbackStore  # noqa: E402
-from inference_server.traffic import Split, TrafficRouter  # noqa: E402
+from inference_server.lifecycle.feedback import FeedbackConfig, FeedbackMetrics, FeedbackStore  # noqa: E402
+from inference_server.serving.traffic import Split, TrafficRouter  # noqa: E402
 
 
 def per_call_us(fn, n: int, repeats: int = 5) -> tuple[float, float]:
@@ -119,7 +119,7 @@ def main(argv=None) -> int:
     parser.add_argument("--iterations", type=int, default=100_000, help="calls per latency measurement")
     parser.add_argument("--quick", action="store_true", help="fewer iterations and 1/10 of the memory bounds")
     args = parser.parse_args(argv)
-    import inference_server.lifecycle_app  # noqa: F401  (registers the lifecycle config sections)
+    import inference_server.api.app  # noqa: F401  (registers the lifecycle config sections)
 
     cfg: FeedbackConfig = load_config(args.config).section("feedback")
     n = 20_000 if args.quick else args.iterations

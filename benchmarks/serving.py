@@ -65,8 +65,8 @@ def in_process_sweep(args, queries: list[str]) -> tuple[tuple[int, int], float, 
     from tqdm import tqdm
 
     from inference_server.catalog import CatalogConfig, VectorIndex, load_catalog
-    from inference_server.model.backend import ModelSpec, create_backend, usable_cpu_count
-    from inference_server.server.batching import MAX_AUTO_INSTANCES
+    from inference_server.models.backend import ModelSpec, create_backend, usable_cpu_count
+    from inference_server.serving.batching import MAX_AUTO_INSTANCES
 
     backend = create_backend(ModelSpec(device="cpu", num_threads=args.num_threads))
     bundle = load_catalog(CatalogConfig(num_products=args.catalog_size, cache_dir=args.cache_dir))
@@ -172,7 +172,7 @@ async def closed_loop(port: int, queries: list[str], concurrency: int, duration:
 
 def http_phase(args, queries: list[str], *, batching: bool, max_batch_size: int, instances: int,
                workdir: Path) -> dict:
-    from tests.support.processes import running
+    from devstack.processes import running
     from tests.support.server import start_inference_server
 
     overrides = {

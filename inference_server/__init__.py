@@ -1,6 +1,6 @@
 """Inference server for e-commerce search, re-ranking and recommendation (all-MiniLM-L6-v2).
 
-Entry points: ``python -m inference_server`` (the CLI) and ``inference_server.app.create_app`` (the
+Entry points: ``python -m inference_server`` (the CLI) and ``inference_server.api.app.create_app`` (the
 aiohttp application factory).
 """
 

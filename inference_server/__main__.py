@@ -37,7 +37,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-    import inference_server.app  # noqa: F401  (registers the config sections of the model lifecycle)
+    import inference_server.api.app  # noqa: F401  (registers the config sections of the model lifecycle)
     from inference_server.config import ConfigError, config_to_dict, load_config
 
     try:
@@ -56,7 +56,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     from aiohttp import web
 
-    from inference_server.app import create_app
+    from inference_server.api.app import create_app
 
     app = create_app(config)
     web.run_app(

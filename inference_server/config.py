@@ -24,7 +24,7 @@ import typed_config
 from typed_config import ConfigError, build_dataclass, require_positive
 
 from inference_server.catalog import CatalogConfig
-from inference_server.model.backend import ModelSpec
+from inference_server.models.backend import ModelSpec
 
 __all__ = [
     "AppConfig",

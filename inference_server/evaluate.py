@@ -45,8 +45,8 @@ import numpy as np
 from scipy import sparse
 from tqdm import tqdm
 
-from .catalog import CatalogBundle, CatalogConfig, JudgedQuery, VectorIndex, load_catalog
-from .catalog.index import encode_texts
+from inference_server.catalog import CatalogBundle, CatalogConfig, JudgedQuery, VectorIndex, load_catalog
+from inference_server.catalog.index import encode_texts
 
 __all__ = [
     "BM25",
@@ -372,8 +372,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("error: --max-queries must be >= 1", file=sys.stderr)
         return 2
 
-    from .catalog import CatalogError
-    from .model import BackendUnavailable, ModelSpec, create_backend
+    from inference_server.catalog import CatalogError
+    from inference_server.models import BackendUnavailable, ModelSpec, create_backend
 
     cfg = CatalogConfig(source=args.catalog, seed=args.synthetic_seed, num_products=args.num_products,
                         num_queries=args.num_queries, path=args.data_dir, cache_dir=args.cache_dir,

@@ -27,7 +27,7 @@ from typing import Callable, Optional
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from inference_server.loadgen.localstack import (  # noqa: E402  (after the sys.path line above)
+from devstack.localstack import (  # noqa: E402  (after the sys.path line above)
     Ports,
     Supervisor,
     find_binary,
@@ -103,7 +103,7 @@ class Stack:
         print(f"run dir: {self.run_dir} (configs, logs, data)", flush=True)
         sinks = self.sup.start(
             "alert-sinks",
-            [self.python, "-m", "inference_server.loadgen.alert_sinks", "--http", f"127.0.0.1:{p.sinks}",
+            [self.python, "-m", "devstack.alert_sinks", "--http", f"127.0.0.1:{p.sinks}",
              "--smtp", f"127.0.0.1:{p.smtp}"],
             env=self._env(), url=f"http://127.0.0.1:{p.sinks}/", ready_url=f"http://127.0.0.1:{p.sinks}/healthz")
         server = self.sup.start(
@@ -145,7 +145,7 @@ class Stack:
         if not self.args.no_loadgen:
             loadgen = self.sup.start(
                 "loadgen",
-                [self.python, "-m", "inference_server.loadgen", "--config", str(self.args.loadgen_config),
+                [self.python, "-m", "loadgen", "--config", str(self.args.loadgen_config),
                  "--url", f"http://127.0.0.1:{p.server}", "--listen", f"127.0.0.1:{p.loadgen}",
                  "--admin-token-file", str(self.secret_files["admin_token"]), "--rate", str(self.args.rate),
                  "--day-length", str(self.args.day_length), "--server-config", str(self.args.server_config)],

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from .csv_catalog import load_csv_catalog
-from .homedepot import default_homedepot_dir, load_homedepot
-from .index import VectorIndex
-from .synthetic import generate_synthetic
-from .types import Catalog, CatalogBundle, CatalogConfig, CatalogError, JudgedQuery, Product
+from inference_server.catalog.csv_catalog import load_csv_catalog
+from inference_server.catalog.homedepot import default_homedepot_dir, load_homedepot
+from inference_server.catalog.index import VectorIndex
+from inference_server.catalog.synthetic import generate_synthetic
+from inference_server.catalog.types import Catalog, CatalogBundle, CatalogConfig, CatalogError, JudgedQuery, Product
 
 __all__ = [
     "Catalog",

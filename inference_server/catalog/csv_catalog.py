@@ -22,7 +22,7 @@ import math
 from pathlib import Path
 from typing import Optional
 
-from .types import Catalog, CatalogBundle, CatalogError, JudgedQuery, Product
+from inference_server.catalog.types import Catalog, CatalogBundle, CatalogError, JudgedQuery, Product
 
 __all__ = ["JUDGMENT_COLUMNS", "PRODUCT_COLUMNS", "load_csv_catalog"]
 

@@ -19,7 +19,7 @@ from typing import Optional
 
 import pandas as pd
 
-from .types import Catalog, CatalogBundle, CatalogError, JudgedQuery, Product
+from inference_server.catalog.types import Catalog, CatalogBundle, CatalogError, JudgedQuery, Product
 
 __all__ = ["DEFAULT_DIR_ENV", "default_homedepot_dir", "load_homedepot"]
 

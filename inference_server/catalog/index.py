@@ -24,8 +24,8 @@ from typing import Collection, Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from ..model.backend import EncoderBackend
-from .types import Catalog
+from inference_server.models.backend import EncoderBackend
+from inference_server.catalog.types import Catalog
 
 __all__ = ["VectorIndex", "cache_paths", "encode_texts"]
 

@@ -20,8 +20,8 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
-from .taxonomy import BRANDS, COLOUR_SYNONYMS, MATERIAL_SYNONYMS, PRODUCT_LINES, PRODUCT_TYPES, ProductType
-from .types import Catalog, CatalogBundle, CatalogError, JudgedQuery, Product
+from inference_server.catalog.taxonomy import BRANDS, COLOUR_SYNONYMS, MATERIAL_SYNONYMS, PRODUCT_LINES, PRODUCT_TYPES, ProductType
+from inference_server.catalog.types import Catalog, CatalogBundle, CatalogError, JudgedQuery, Product
 
 __all__ = ["FACETS", "QuerySpec", "generate_synthetic", "generate_synthetic_with_specs", "synthetic_relevance"]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.support.processes import require_binary, start_prometheus
+from devstack.processes import require_binary, start_prometheus
 
 STEP = 60
 POINTS = 360  # six hours at one-minute steps

@@ -17,7 +17,7 @@ from exporter.anomaly.config import JobConfig, parse_anomaly_config
 from exporter.anomaly.job import JobState
 from exporter.anomaly.reader import PrometheusReader, RangeSeries, SourceError
 from exporter.config import ConfigError
-from tests.support.processes import free_port, require_binary
+from devstack.processes import free_port, require_binary
 
 from .conftest import POINTS, STEP
 

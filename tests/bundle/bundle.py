@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.support.processes import REPO_ROOT
+from devstack.processes import REPO_ROOT
 
 PROMETHEUS_DIR = REPO_ROOT / "prometheus"
 RULES_DIR = PROMETHEUS_DIR / "rules"

@@ -22,7 +22,7 @@ import yaml
 from tests.bundle import bundle
 from tests.bundle.dashboards import queries, substitute
 from tests.bundle.sinks import start_http_sink
-from tests.support.processes import (
+from devstack.processes import (
     REPO_ROOT,
     ManagedProcess,
     free_port,

@@ -1,6 +1,6 @@
 import pytest
 
-from tests.model.real_backend import real_backend
+from tests.models.real_backend import real_backend
 
 
 @pytest.fixture(scope="session")

@@ -23,10 +23,10 @@ from typing import Any, Callable, Optional
 import pytest
 import yaml
 
-from inference_server.loadgen.localstack import Ports, render_alertmanager, render_prometheus, write_local_secrets
+from devstack.localstack import Ports, render_alertmanager, render_prometheus, write_local_secrets
 from tests.e2e.shorten import ALERTMANAGER_ROUTE_TIMING, PROMETHEUS_FLAGS, PROMETHEUS_GLOBAL, shorten_rules
 from tests.support.exporter import start_exporter
-from tests.support.processes import (
+from devstack.processes import (
     REPO_ROOT,
     ManagedProcess,
     require_binary,
@@ -166,7 +166,7 @@ def stack(tmp_path_factory) -> Stack:
     started: list[ManagedProcess] = []
     try:
         sinks = _start_process(
-            [sys.executable, "-m", "inference_server.loadgen.alert_sinks", "--http", f"127.0.0.1:{ports.sinks}",
+            [sys.executable, "-m", "devstack.alert_sinks", "--http", f"127.0.0.1:{ports.sinks}",
              "--smtp", f"127.0.0.1:{ports.smtp}"], wd / "sinks", "alert_sinks",
             f"http://127.0.0.1:{ports.sinks}/healthz", 30)
         started.append(sinks)
@@ -190,7 +190,7 @@ def stack(tmp_path_factory) -> Stack:
             "relevance": {"server_config": str(server.extra["config_path"])},
             "report_interval_s": 5, "listen": f"127.0.0.1:{ports.loadgen}", "seed": 11,
         }))
-        loadgen = _start_process([sys.executable, "-m", "inference_server.loadgen", "--config", str(loadgen_cfg)],
+        loadgen = _start_process([sys.executable, "-m", "loadgen", "--config", str(loadgen_cfg)],
                                  wd / "loadgen", "loadgen", f"http://127.0.0.1:{ports.loadgen}/status", 60)
         started.append(loadgen)
         yield Stack(ports, token, server, prometheus, alertmanager, exporter, sinks, loadgen)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.processes import REPO_ROOT, require_binary
+from devstack.processes import REPO_ROOT, require_binary
 
 pytestmark = pytest.mark.slow
 RUN_STACK = REPO_ROOT / "scripts" / "run_stack.py"

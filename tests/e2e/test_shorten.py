@@ -4,9 +4,9 @@ import subprocess
 import pytest
 import yaml
 
-from inference_server.loadgen.localstack import Ports, render_prometheus
+from devstack.localstack import Ports, render_prometheus
 from tests.e2e.shorten import FAST_FOR, PROMETHEUS_GLOBAL, parse_duration, scale_windows, shorten_rules
-from tests.support.processes import require_binary
+from devstack.processes import require_binary
 
 
 @pytest.mark.parametrize("expr, expected", [

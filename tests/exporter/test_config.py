@@ -9,7 +9,7 @@ from typing import Literal, Optional
 import pytest
 
 from exporter.config import ConfigError, ExporterConfig, build_dataclass, load_config
-from tests.support.processes import REPO_ROOT
+from devstack.processes import REPO_ROOT
 
 
 @pytest.mark.parametrize(

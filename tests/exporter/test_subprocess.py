@@ -8,7 +8,7 @@ import urllib.request
 
 from tests.exporter.conftest import promtool_check, samples, value
 from tests.support.exporter import start_exporter
-from tests.support.processes import REPO_ROOT, running
+from devstack.processes import REPO_ROOT, running
 
 
 def _get(url: str) -> tuple[int, str]:

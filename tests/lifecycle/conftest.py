@@ -20,11 +20,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("INFERENCE_SERVER_USER_ID_SALT", "test-salt")
 
-from inference_server.app import INITIAL_LOAD, create_app  # noqa: E402
+from inference_server.api.app import INITIAL_LOAD, create_app  # noqa: E402
 from inference_server.config import parse_config  # noqa: E402
-from inference_server.lifecycle import LIFECYCLE  # noqa: E402
-from inference_server.model.backend import EncoderBackend, ModelSpec, create_backend  # noqa: E402
-from inference_server.server.context import METRICS, SERVING_STATE  # noqa: E402
+from inference_server.lifecycle.manager import LIFECYCLE  # noqa: E402
+from inference_server.models.backend import EncoderBackend, ModelSpec, create_backend  # noqa: E402
+from inference_server.api.context import METRICS, SERVING_STATE  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ADMIN_TOKEN = "test-admin-token-0123456789"

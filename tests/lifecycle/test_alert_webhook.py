@@ -8,7 +8,7 @@ import datetime as dt
 import aiohttp
 
 from tests.lifecycle.conftest import sample
-from tests.support.processes import start_alertmanager
+from devstack.processes import start_alertmanager
 
 
 def _now(offset_s: float = 0.0) -> str:

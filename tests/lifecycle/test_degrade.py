@@ -6,8 +6,8 @@ from typing import Sequence
 
 import numpy as np
 
-from inference_server.degrade import DegradeConfig, DegradedBackend, maybe_degrade
-from inference_server.model.backend import EncoderBackend, ModelSpec
+from inference_server.models.degrade import DegradeConfig, DegradedBackend, maybe_degrade
+from inference_server.models.backend import EncoderBackend, ModelSpec
 
 
 class HashBackend(EncoderBackend):

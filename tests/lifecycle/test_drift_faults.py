@@ -8,8 +8,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 from scipy import stats
 
-from inference_server.drift import DriftCollector, DriftConfig, DriftMonitor, ks_statistic, psi, score_spread
-from inference_server.faults import FaultError, FaultInjector, FaultMetrics, InjectedFault
+from inference_server.lifecycle.drift import DriftCollector, DriftConfig, DriftMonitor, ks_statistic, psi, score_spread
+from inference_server.lifecycle.faults import FaultError, FaultInjector, FaultMetrics, InjectedFault
 
 
 def test_ks_matches_scipy():

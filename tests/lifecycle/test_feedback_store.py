@@ -7,7 +7,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from inference_server.config import ConfigError
-from inference_server.feedback import FeedbackConfig, FeedbackMetrics, FeedbackStore, ndcg_from_click_positions
+from inference_server.lifecycle.feedback import FeedbackConfig, FeedbackMetrics, FeedbackStore, ndcg_from_click_positions
 
 
 class Clock:

@@ -10,8 +10,8 @@ import pytest
 
 from inference_server.catalog import Catalog, Product
 from inference_server.config import BatchingConfig, ConfigError
-from inference_server.model.backend import ModelSpec
-from inference_server.repository import (
+from inference_server.models.backend import ModelSpec
+from inference_server.lifecycle.repository import (
     GoldenSet,
     ModelRepository,
     RepositoryError,
@@ -116,10 +116,10 @@ def test_ranking_metrics():
 
 
 def test_cli_help(capsys):
-    out = subprocess.run([sys.executable, "-m", "inference_server.repository", "--help"], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "inference_server.lifecycle.repository", "--help"], capture_output=True,
                          text=True, cwd=REPO_ROOT, timeout=60)
     assert out.returncode == 0 and "register" in out.stdout and "list" in out.stdout, out.stderr
-    from inference_server.repository import main
+    from inference_server.lifecycle.repository import main
 
     for args in (["register", "--help"], ["list", "--help"]):
         with pytest.raises(SystemExit) as done:

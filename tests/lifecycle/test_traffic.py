@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from inference_server.traffic import Split, TrafficError, TrafficRouter
+from inference_server.serving.traffic import Split, TrafficError, TrafficRouter
 
 N_USERS = 20_000
 

@@ -103,7 +103,7 @@ async def test_load_unload_reload_under_concurrent_traffic_has_zero_failures(lif
 
 async def test_nan_weights_never_get_traffic(lifecycle_client, caplog):
     client = await lifecycle_client()
-    caplog.set_level(logging.ERROR, logger="inference_server.lifecycle")
+    caplog.set_level(logging.ERROR, logger="inference_server.lifecycle.manager")
     data = await admin(client, "POST", "/v1/admin/models/minilm/versions/3/load", status=422)
     assert data["error"]["code"] == "health_check_failed" and "finite_weights" in data["error"]["message"]
     models = {m["version"]: m for m in (await (await client.get("/v1/models")).json())["models"]}

@@ -1,7 +1,7 @@
 """The loadgen YAML config and the --scenario syntax reject bad input with the offending key named."""
 import pytest
 
-from inference_server.loadgen.config import ConfigError, LoadgenConfig, load_config, parse_scenario
+from loadgen.config import ConfigError, LoadgenConfig, load_config, parse_scenario
 
 
 def write(tmp_path, text):

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from inference_server.loadgen.config import ConfigError, RelevanceConfig
-from inference_server.loadgen.relevance import load_oracle
+from loadgen.config import ConfigError, RelevanceConfig
+from loadgen.relevance import load_oracle
 
 HOMEDEPOT = Path(__file__).resolve().parents[3] / "shared" / "data" / "homedepot"
 SMALL = {"source": "synthetic", "num_products": 300, "num_queries": 40}

@@ -4,8 +4,8 @@ import statistics
 
 import pytest
 
-from inference_server.loadgen.config import RateConfig
-from inference_server.loadgen.schedule import DailyPattern
+from loadgen.config import RateConfig
+from loadgen.schedule import DailyPattern
 
 
 def test_peak_and_trough():

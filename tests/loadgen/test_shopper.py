@@ -3,8 +3,8 @@ import random
 
 import pytest
 
-from inference_server.loadgen.config import ShopperConfig
-from inference_server.loadgen.shopper import attractiveness, simulate_session
+from loadgen.config import ShopperConfig
+from loadgen.shopper import attractiveness, simulate_session
 
 
 def clicks_by_position(results, relevance, cfg, n=4000, seed=1):

@@ -11,14 +11,14 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from inference_server.loadgen.client import ServerClient
-from inference_server.loadgen.config import LoadgenConfig, RelevanceConfig, ScenarioConfig, TargetConfig
-from inference_server.loadgen.control import create_app
-from inference_server.loadgen.metrics import LoadgenMetrics
-from inference_server.loadgen.relevance import load_oracle
-from inference_server.loadgen.runner import Simulator, format_summary
-from inference_server.loadgen.shopper import simulate_session
-from tests.support.processes import REPO_ROOT, free_port, require_binary, running
+from loadgen.client import ServerClient
+from loadgen.config import LoadgenConfig, RelevanceConfig, ScenarioConfig, TargetConfig
+from loadgen.control import create_app
+from loadgen.metrics import LoadgenMetrics
+from loadgen.relevance import load_oracle
+from loadgen.runner import Simulator, format_summary
+from loadgen.shopper import simulate_session
+from devstack.processes import REPO_ROOT, free_port, require_binary, running
 from tests.support.server import start_inference_server
 
 
@@ -170,14 +170,14 @@ async def test_server_side_drills_inject_and_clear_faults(server, oracle):
 
 
 def test_cli_help_and_config_errors(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "inference_server.loadgen", "--help"], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "loadgen", "--help"], capture_output=True,
                          text=True, cwd=REPO_ROOT, timeout=60)
     assert out.returncode == 0 and "--scenario" in out.stdout and "degraded-canary" in out.stdout
     bad = tmp_path / "bad.yaml"
     bad.write_text("rate: {requests_per_secnd: 3}\n")
-    out = subprocess.run([sys.executable, "-m", "inference_server.loadgen", "--config", str(bad)],
+    out = subprocess.run([sys.executable, "-m", "loadgen", "--config", str(bad)],
                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
     assert out.returncode == 2 and "rate.requests_per_secnd" in out.stderr
-    out = subprocess.run([sys.executable, "-m", "inference_server.loadgen", "--scenario", "meltdown"],
+    out = subprocess.run([sys.executable, "-m", "loadgen", "--scenario", "meltdown"],
                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
     assert out.returncode == 2 and "scenario.name" in out.stderr

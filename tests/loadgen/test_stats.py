@@ -1,5 +1,5 @@
 """Live-summary arithmetic: percentiles, CTR per version, status tallies."""
-from inference_server.loadgen.stats import Stats, SummaryLine, percentile
+from loadgen.stats import Stats, SummaryLine, percentile
 
 
 def test_percentile_nearest_rank():

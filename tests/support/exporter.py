@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.support.processes import REPO_ROOT, ManagedProcess, free_port, launch
+from devstack.processes import REPO_ROOT, ManagedProcess, free_port, launch
 
 
 def start_exporter(
@@ -26,7 +26,7 @@ def start_exporter(
     workdir/exporter.yaml (the `server` section is filled in), and wait for /healthz.
 
     Returns a ManagedProcess: `.url` is the base URL, `.log()` the combined output, `.stop()` ends it.
-    Use `tests.support.processes.running(proc)` as a context manager to always stop it.
+    Use `devstack.processes.running(proc)` as a context manager to always stop it.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()

@@ -2,7 +2,7 @@
 
 `start_inference_server(workdir)` writes a config for a small synthetic catalog (300 products, the
 embedding cache and request log under `workdir`), starts ``python -m inference_server`` and waits
-until `/readyz` answers 200. Use it with `tests.support.processes.running` or call `.stop()`.
+until `/readyz` answers 200. Use it with `devstack.processes.running` or call `.stop()`.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 import yaml
 
-from tests.support.processes import REPO_ROOT, ManagedProcess, free_port, launch
+from devstack.processes import REPO_ROOT, ManagedProcess, free_port, launch
 
 __all__ = ["base_server_config", "start_inference_server"]
 

@@ -1,0 +1,275 @@
+"""Admin API: model versions, traffic and fault drills, behind a bearer token.
+
+The token is read from a file (`admin.token_file`, e.g. a Docker secret) or an environment variable
+(`admin.token_env`, default `INFERENCE_ADMIN_TOKEN`), never from the repository, and compared in
+constant time (`hmac.compare_digest`). No `Authorization` header or a malformed one -> 401 with
+`WWW-Authenticate: Bearer`; a wrong token -> 403; no token configured -> 403 on every admin route (the
+API is off). Every action is logged (action, parameters, outcome, request id; never the token) and
+counted in `inference_admin_actions_total{action, outcome}`.
+"""
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from aiohttp import web
+
+from inference_server.config import ConfigError, register_section
+from inference_server.lifecycle.faults import FaultError
+from inference_server.lifecycle.manager import LIFECYCLE, ModelLifecycle
+from inference_server.api.context import CONFIG, REQUEST_CONTEXT, RouteSpec, add_route
+from inference_server.errors import ApiError
+from inference_server.api.schema import Array, Integer, Number, Object, Prop, String
+from inference_server.api.validation import read_json
+
+__all__ = ["ADMIN_AUTH", "AdminAuth", "AdminConfig", "add_admin_routes", "read_secret"]
+
+log = logging.getLogger(__name__)
+
+ADMIN_ACTIONS = ("list", "load", "unload", "reload", "set_traffic", "promote", "rollback", "get_faults",
+                 "set_faults", "clear_faults")
+_VERSION = String(min_length=1, max_length=16, pattern=r"^[1-9][0-9]*$", description="version number")
+
+
+@dataclass
+class AdminConfig:
+    """`admin:` section: where the admin and webhook tokens come from (values never in the config)."""
+
+    token_file: Optional[str] = None
+    token_env: str = "INFERENCE_ADMIN_TOKEN"
+    # Token Alertmanager presents on POST /v1/alerts (its http_config.authorization.credentials_file);
+    # when neither is set, the admin token is used.
+    alerts_token_file: Optional[str] = None
+    alerts_token_env: str = "INFERENCE_ALERTS_TOKEN"
+
+    def validate(self, path: str) -> None:
+        for name in ("token_env", "alerts_token_env"):
+            if not getattr(self, name):
+                raise ConfigError(f"{path}.{name}", "expected a variable name, got an empty string")
+
+
+register_section("admin", AdminConfig)
+
+
+def read_secret(file: Optional[str], env: str, what: str) -> Optional[bytes]:
+    """A secret from `file` (stripped) when set, else from the environment variable `env`, else None."""
+    if file:
+        try:
+            value = Path(file).expanduser().read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(what, f"cannot read {file!r}: {exc.strerror or exc}") from exc
+        if not value:
+            raise ConfigError(what, f"{file!r} is empty")
+        return value.encode()
+    value = os.environ.get(env, "").strip()
+    return value.encode() if value else None
+
+
+class AdminAuth:
+    """Checks `Authorization: Bearer <token>` against one secret in constant time."""
+
+    def __init__(self, token: Optional[bytes], realm: str) -> None:
+        self._token = token
+        self.realm = realm
+
+    @property
+    def enabled(self) -> bool:
+        return self._token is not None
+
+    def check(self, request: web.Request) -> None:
+        """Raise 401/403 ApiError unless the request carries the right bearer token."""
+        if self._token is None:
+            raise ApiError(403, "forbidden", f"the {self.realm} API is disabled: no token is configured")
+        header = request.headers.get("Authorization")
+        challenge = {"WWW-Authenticate": f'Bearer realm="{self.realm}"'}
+        if header is None:
+            raise ApiError(401, "unauthorized", "missing Authorization header; send 'Authorization: Bearer <token>'",
+                           headers=challenge)
+        scheme, _, credentials = header.strip().partition(" ")
+        credentials = credentials.strip()
+        if scheme.lower() != "bearer" or not credentials or " " in credentials:
+            raise ApiError(401, "unauthorized", "malformed Authorization header; expected 'Bearer <token>'",
+                           headers={"WWW-Authenticate": f'Bearer realm="{self.realm}", error="invalid_request"'})
+        if not hmac.compare_digest(credentials.encode("utf-8", "surrogateescape"), self._token):
+            raise ApiError(403, "forbidden", "the bearer token is not valid for this server",
+                           headers={"WWW-Authenticate": f'Bearer realm="{self.realm}", error="invalid_token"'})
+
+
+ADMIN_AUTH = web.AppKey("admin_auth", AdminAuth)
+
+TRAFFIC_BODY = Object([
+    Prop("weights", Object([], additional=True, title="Weights",
+                           description='version -> weight (any non-negative numbers, normalised), e.g. {"1": 90, "2": 10}'),
+         required=True),
+    Prop("shadow", Array(_VERSION, max_items=16, unique=True, description="versions that get a copy of traffic")),
+], title="TrafficRequest")
+PROMOTE_BODY = Object([Prop("version", _VERSION, required=True)], title="PromoteRequest")
+FAULT_BODY = Object([
+    Prop("latency_ms", Integer(minimum=0, maximum=60_000, description="added latency per request")),
+    Prop("error_rate", Number(minimum=0.0, maximum=1.0, description="share of requests answered 503 injected_fault")),
+    Prop("version", _VERSION),
+    Prop("duration_s", Number(minimum=0.001, maximum=86_400.0, description="the fault ends by itself after this"),
+         required=True),
+], title="FaultRequest")
+
+
+def _handler(action: str, fn):
+    """Wrap an admin handler: auth, logging and `inference_admin_actions_total`."""
+
+    async def handler(request: web.Request) -> web.Response:
+        lifecycle: ModelLifecycle = request.app[LIFECYCLE]
+        ctx = request[REQUEST_CONTEXT]
+        counter = lifecycle.metrics.admin_actions
+        params = dict(request.match_info)
+        try:
+            request.app[ADMIN_AUTH].check(request)
+        except ApiError as exc:
+            counter.labels(action, exc.code).inc()
+            log.warning("admin %s %s refused (%s) request_id=%s remote=%s", action, params or "", exc.code,
+                        ctx.request_id, request.remote)
+            raise
+        try:
+            response = await fn(request, lifecycle)
+        except ApiError as exc:
+            counter.labels(action, "error").inc()
+            log.warning("admin %s %s failed: %s %s request_id=%s", action, params or "", exc.code, exc.message,
+                        ctx.request_id)
+            raise
+        except Exception:
+            counter.labels(action, "error").inc()
+            raise
+        counter.labels(action, "ok").inc()
+        log.info("admin %s %s ok request_id=%s", action, params or "", ctx.request_id)
+        return response
+
+    handler.__name__ = f"admin_{action}"
+    handler.__doc__ = fn.__doc__
+    return handler
+
+
+def _model(request: web.Request, lifecycle: ModelLifecycle) -> str:
+    name = request.match_info["name"]
+    if name != lifecycle.model:
+        raise ApiError(404, "not_found", f"model {name!r} is not served here (this server serves {lifecycle.model!r})")
+    return name
+
+
+def _version(request: web.Request) -> str:
+    version = request.match_info["version"]
+    return _VERSION.validate(version, "version")
+
+
+async def _body(request: web.Request, schema: Object) -> dict:
+    return schema.validate(await read_json(request, request.app[CONFIG].server.max_body_bytes))
+
+
+async def list_versions(request: web.Request, lc: ModelLifecycle) -> web.Response:
+    """Every version of the repository with state, traffic, health and evaluation; the split; faults."""
+    return web.json_response(lc.describe())
+
+
+async def load_version(request: web.Request, lc: ModelLifecycle) -> web.Response:
+    """Load, health-check and warm up a version (answers when it is ready; serving continues meanwhile)."""
+    _model(request, lc)
+    mv = await lc.load(_version(request))
+    return web.json_response({"model": mv.name, "version": mv.version, "state": mv.state, "health": mv.health})
+
+
+async def unload_version(request: web.Request, lc: ModelLifecycle) -> web.Response:
+    """Unload a version without live traffic, after its in-flight requests finish."""
+    _model(request, lc)
+    version = _version(request)
+    await lc.unload(version)
+    return web.json_response({"model": lc.model, "version": version, "state": "unloaded"})
+
+
+async def reload_version(request: web.Request, lc: ModelLifecycle) -> web.Response:
+    """Load a fresh instance of a ready version and swap it in atomically."""
+    _model(request, lc)
+    mv = await lc.reload(_version(request))
+    return web.json_response({"model": mv.name, "version": mv.version, "state": mv.state, "health": mv.health})
+
+
+def _split_json(lc: ModelLifecycle) -> dict:
+    split = lc.router.split
+    return {"model": lc.model, "weights": split.as_percent(), "shadow": sorted(split.shadow),
+            "stable": lc.router.stable.as_percent()}
+
+
+async def set_traffic(request: web.Request, lc: ModelLifecycle) -> web.Response:
+    """Set live weights (normalised) and shadow versions; all must be ready."""
+    _model(request, lc)
+    body = await _body(request, TRAFFIC_BODY)
+    weights = body["weights"]
+    for version in weights:
+        _VERSION.validate(version, f"weights.{version}")
+    lc.set_traffic(weights, body.get("shadow") or [])
+    return web.json_response(_split_json(lc))
+
+
+async def promote(request: web.Request, lc: ModelLifecycle) -> web.Response:
+    """All live traffic to one version; the new split is stable."""
+    _model(request, lc)
+    body = await _body(request, PROMOTE_BODY)
+    lc.promote(body["version"])
+    return web.json_response(_split_json(lc))
+
+
+async def rollback(request: web.Request, lc: ModelLifecycle) -> web.Response:
+    """Restore the previous stable split."""
+    _model(request, lc)
+    lc.rollback()
+    return web.json_response(_split_json(lc))
+
+
+async def get_faults(request: web.Request, lc: ModelLifecycle) -> web.Response:
+    """The active fault drill, if any."""
+    return web.json_response({"fault": lc.faults.describe()})
+
+
+async def set_faults(request: web.Request, lc: ModelLifecycle) -> web.Response:
+    """Start a fault drill: added latency and/or injected 503s, optionally on one version, for a while."""
+    body = await _body(request, FAULT_BODY)
+    if "version" in body and body["version"] not in lc.version_view():
+        raise ApiError(404, "not_found", f"model {lc.model} has no version {body['version']}", field="version")
+    try:
+        lc.faults.set(body)
+    except FaultError as exc:
+        raise ApiError(400, "validation", str(exc), field=exc.field) from None
+    log.warning("fault drill set: %s", lc.faults.describe())
+    return web.json_response({"fault": lc.faults.describe()})
+
+
+async def clear_faults(request: web.Request, lc: ModelLifecycle) -> web.Response:
+    """End the fault drill."""
+    cleared = lc.faults.clear()
+    return web.json_response({"fault": None, "cleared": cleared})
+
+
+def add_admin_routes(app: web.Application) -> None:
+    """Register /v1/admin/*; the token is read once here."""
+    cfg: AdminConfig = app[CONFIG].section("admin")
+    app[ADMIN_AUTH] = AdminAuth(read_secret(cfg.token_file, cfg.token_env, "admin.token_file"), "inference-admin")
+    security = [{"bearerAuth": []}]
+    auth_errors = (401, 403)
+    base = "/v1/admin/models/{name}"
+    routes = [
+        ("GET", "/v1/admin/models", "list", list_versions, "List versions, traffic split and faults", None, ()),
+        ("POST", base + "/versions/{version}/load", "load", load_version, "Load a model version", None, (404, 409, 422, 503)),
+        ("POST", base + "/versions/{version}/unload", "unload", unload_version, "Unload a model version", None, (404, 409)),
+        ("POST", base + "/versions/{version}/reload", "reload", reload_version, "Reload a model version", None, (404, 409, 422, 503)),
+        ("PUT", base + "/traffic", "set_traffic", set_traffic, "Set the traffic split", TRAFFIC_BODY, (400, 404, 409)),
+        ("POST", base + "/promote", "promote", promote, "Promote a version to all live traffic", PROMOTE_BODY, (400, 404, 409)),
+        ("POST", base + "/rollback", "rollback", rollback, "Roll back to the previous stable split", None, (404, 409)),
+        ("GET", "/v1/admin/faults", "get_faults", get_faults, "The active fault drill", None, ()),
+        ("POST", "/v1/admin/faults", "set_faults", set_faults, "Start a fault drill", FAULT_BODY, (400, 404)),
+        ("DELETE", "/v1/admin/faults", "clear_faults", clear_faults, "End the fault drill", None, ()),
+    ]
+    for method, path, action, fn, summary, schema, errors in routes:
+        add_route(app, RouteSpec(method, path, _handler(action, fn), "admin", summary, tag="admin",
+                                 request_schema=schema, response_schema={"type": "object"},
+                                 error_statuses=auth_errors + tuple(errors), security=security))

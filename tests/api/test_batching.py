@@ -1,0 +1,173 @@
+"""Dynamic batching: coalescing, the bounded queue (429), deadlines (504) and model failures (503)."""
+from __future__ import annotations
+
+import asyncio
+
+from .conftest import FaultyBackend, GatedBackend, sample_value
+
+VERSION = {"model": "minilm", "version": "1"}
+
+
+async def _wait_until(predicate, what: str, attempts: int = 2000) -> None:
+    for _ in range(attempts):
+        if predicate():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_concurrent_requests_form_batches(make_client):
+    client = await make_client(wrap=GatedBackend, batching={"max_batch_size": 16, "max_queue_delay_ms": 50})
+    backend = client.backend
+    backend.arm()
+    # The first request occupies the worker; the next 12 queue up behind it and must share a batch.
+    first = asyncio.ensure_future(client.post("/v1/search", json={"query": "first", "k": 2}))
+    await _wait_until(backend.entered.is_set, "the worker to start")
+    batcher = client.state.get("minilm", "1").batcher
+    rest = [asyncio.ensure_future(client.post("/v1/search", json={"query": f"cordless drill {i}", "k": 2}))
+            for i in range(12)]
+    await _wait_until(lambda: batcher.depth == 12, "12 queued texts")
+    backend.gate.set()
+    responses = await asyncio.gather(first, *rest)
+    assert [r.status for r in responses] == [200] * 13
+    assert backend.calls[-1] == 12
+    reg = client.metrics.registry
+    assert sample_value(reg, "inference_batch_size_count", VERSION) == 2
+    # One batch of 1, one of 12: the le=8 bucket holds only the first.
+    assert sample_value(reg, "inference_batch_size_bucket", {**VERSION, "le": "8.0"}) == 1
+    assert sample_value(reg, "inference_batch_size_sum", VERSION) == 13
+    assert sample_value(reg, "inference_compute_duration_seconds_count", VERSION) == 2
+
+
+async def test_model_instances_run_batches_concurrently(make_client):
+    """With two instances, what waits is spread over both and the two batches run at the same time."""
+    client = await make_client(wrap=GatedBackend,
+                               batching={"max_batch_size": 8, "max_queue_delay_ms": 5000, "instances": 2})
+    backend = client.backend
+    batcher = client.state.get("minilm", "1").batcher
+    assert batcher.instances == 2
+    backend.arm()
+    requests = [asyncio.ensure_future(client.post("/v1/search", json={"query": f"oak table {i}", "k": 2}))
+                for i in range(8)]
+    # The collector dispatches once 8 texts (a full batch) wait, as two halves for the two free
+    # instances; both enter encode() while the gate is closed: two batches in flight at once.
+    await _wait_until(lambda: len(backend.calls) == 2, "two concurrent batches")
+    assert batcher.depth == 0 and sorted(backend.calls) == [4, 4]
+    backend.gate.set()
+    assert [r.status for r in await asyncio.gather(*requests)] == [200] * 8
+    assert sample_value(client.metrics.registry, "inference_batch_size_sum", VERSION) == 8
+
+
+async def test_auto_instances_follow_the_device(shared_backend):
+    from inference_server.config import BatchingConfig
+    from inference_server.models.backend import usable_cpu_count
+    from inference_server.serving.batching import MAX_AUTO_INSTANCES, resolve_instances
+
+    assert resolve_instances(BatchingConfig(), shared_backend) == 1  # the default: lowest latency
+    assert resolve_instances(BatchingConfig(instances=3), shared_backend) == 3
+    assert resolve_instances(BatchingConfig(instances=None), shared_backend) == min(usable_cpu_count(), MAX_AUTO_INSTANCES)
+    gpu_like = type("GpuLike", (), {"device": "cuda:0"})()
+    assert resolve_instances(BatchingConfig(instances=None), gpu_like) == 1
+
+
+async def test_batches_group_similar_token_lengths(make_client):
+    client = await make_client(wrap=GatedBackend, batching={"max_batch_size": 2, "max_queue_delay_ms": 50})
+    backend = client.backend
+    seen: list[list[str]] = []
+    inner_encode = backend.inner.encode
+
+    def spy(texts):
+        seen.append(list(texts))
+        return inner_encode(texts)
+
+    backend.inner = type("Spy", (), {"encode": staticmethod(spy),
+                                     "token_lengths": backend.inner.token_lengths})()
+    backend.arm()
+    first = asyncio.ensure_future(client.post("/v1/search", json={"query": "warm", "k": 1}))
+    await _wait_until(backend.entered.is_set, "the worker to start")
+    batcher = client.state.get("minilm", "1").batcher
+    long_a = "stainless steel cordless drill with two batteries and a charger in a case"
+    long_b = "heavy duty cordless hammer drill with brushless motor and three speed gearbox"
+    queries = [long_a, "lamp", long_b, "rug"]
+    rest = []
+    for q in queries:  # submitted alternating long/short
+        rest.append(asyncio.ensure_future(client.post("/v1/search", json={"query": q, "k": 1})))
+        await _wait_until(lambda n=len(rest): batcher.depth == n, "queued")
+    backend.gate.set()
+    assert all(r.status == 200 for r in await asyncio.gather(first, *rest))
+    assert {frozenset(batch) for batch in seen[-2:]} == {frozenset({"lamp", "rug"}), frozenset({long_a, long_b})}
+
+
+async def test_full_queue_answers_429_with_retry_after(make_client):
+    client = await make_client(wrap=GatedBackend, batching={"max_batch_size": 1, "max_queue_size": 2})
+    backend = client.backend
+    backend.arm()
+    first = asyncio.ensure_future(client.post("/v1/search", json={"query": "a"}))
+    await _wait_until(backend.entered.is_set, "the worker to start")
+    batcher = client.state.get("minilm", "1").batcher
+    queued = [asyncio.ensure_future(client.post("/v1/search", json={"query": q})) for q in ("b", "c")]
+    await _wait_until(lambda: batcher.depth == 2, "a full queue")
+    rejected = await client.post("/v1/search", json={"query": "d"})
+    assert rejected.status == 429
+    assert int(rejected.headers["Retry-After"]) >= 1
+    assert (await rejected.json())["error"]["code"] == "queue_full"
+    # A rank request with more texts than the whole queue holds is refused the same way.
+    too_many = await client.post("/v1/rank", json={"query": "q", "items": [{"id": str(i), "title": "t"} for i in range(3)]})
+    assert too_many.status == 429
+    backend.gate.set()
+    assert [r.status for r in await asyncio.gather(first, *queued)] == [200, 200, 200]
+    reg = client.metrics.registry
+    assert sample_value(reg, "inference_rejected_requests_total", {"endpoint": "search", "reason": "queue_full"}) == 1
+    assert sample_value(reg, "inference_rejected_requests_total", {"endpoint": "rank", "reason": "queue_full"}) == 1
+    # Queue gauges are exported for saturation = depth / capacity.
+    assert sample_value(reg, "inference_queue_capacity", VERSION) == 2
+    assert sample_value(reg, "inference_queue_depth", VERSION) == 0
+
+
+async def test_deadline_exceeded_while_queued_is_504(make_client):
+    client = await make_client(wrap=GatedBackend, server={"request_timeout_ms": 100},
+                               batching={"max_batch_size": 1})
+    backend = client.backend
+    backend.arm()
+    running = asyncio.ensure_future(client.post("/v1/search", json={"query": "holds the worker"}))
+    await _wait_until(backend.entered.is_set, "the worker to start")
+    queued = await client.post("/v1/search", json={"query": "waits behind it"})
+    assert queued.status == 504
+    error = (await queued.json())["error"]
+    assert error["code"] == "deadline_exceeded" and "batch queue" in error["message"]
+    assert "Retry-After" in queued.headers
+    blocked = await running
+    assert blocked.status == 504  # deadline passed while its batch was running
+    assert "did not finish" in (await blocked.json())["error"]["message"]
+    backend.gate.set()
+    reg = client.metrics.registry
+    assert sample_value(reg, "inference_rejected_requests_total", {"endpoint": "search", "reason": "deadline_exceeded"}) == 2
+    assert sample_value(reg, "inference_model_errors_total", {**VERSION, "reason": "timeout"}) == 1
+    # The dropped request never reaches the model.
+    await _wait_until(lambda: client.state.get("minilm", "1").batcher.depth == 0, "empty queue")
+    assert backend.calls == [1]
+
+
+async def test_model_exception_and_non_finite_output_are_503_and_counted(make_client):
+    client = await make_client(wrap=FaultyBackend)
+    resp = await client.post("/v1/search", json={"query": "EXPLODE please"})
+    assert resp.status == 503 and "Retry-After" in resp.headers
+    assert (await resp.json())["error"]["code"] == "model_error"
+    resp = await client.post("/v1/rank", json={"query": "fine", "items": [{"id": "x", "title": "NANNAN"}]})
+    assert resp.status == 503
+    assert "non-finite" in (await resp.json())["error"]["message"]
+    reg = client.metrics.registry
+    assert sample_value(reg, "inference_model_errors_total", {**VERSION, "reason": "exception"}) == 1
+    assert sample_value(reg, "inference_model_errors_total", {**VERSION, "reason": "non_finite_output"}) == 1
+    assert sample_value(reg, "inference_rejected_requests_total", {"endpoint": "search", "reason": "model_error"}) == 1
+    # The server keeps serving.
+    assert (await client.post("/v1/search", json={"query": "hammer"})).status == 200
+
+
+async def test_batching_disabled_runs_one_text_per_batch(make_client):
+    client = await make_client(batching={"enabled": False})
+    responses = await asyncio.gather(*[client.post("/v1/search", json={"query": f"rug {i}"}) for i in range(6)])
+    assert all(r.status == 200 for r in responses)
+    reg = client.metrics.registry
+    assert sample_value(reg, "inference_batch_size_count", VERSION) == 6
+    assert sample_value(reg, "inference_batch_size_sum", VERSION) == 6

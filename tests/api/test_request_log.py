@@ -1,0 +1,73 @@
+"""Request log: one JSON line per request with the latency split and hashed user ids; rotation."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from inference_server.config import RequestLogConfig
+from inference_server.serving.request_log import RequestLog
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+async def test_one_json_line_per_request(make_client, tmp_path):
+    client = await make_client()
+    log_path = tmp_path / "requests.jsonl"
+    resp = await client.post("/v1/search", json={"query": "garden hose", "k": 4, "user_id": "alice@example.com"},
+                             headers={"X-Request-ID": "log-test-1"})
+    body = await resp.json()
+    await client.post("/v1/search", json={"query": ""}, headers={"X-Request-ID": "log-test-2"})
+    await client.get("/metrics")  # ops endpoints are not logged when they succeed
+    await client.app.shutdown()
+    await client.app.cleanup()  # flushes the log writer thread
+    records = _lines(log_path)
+    by_id = {r["request_id"]: r for r in records}
+    assert set(by_id) == {"log-test-1", "log-test-2"}
+    ok = by_id["log-test-1"]
+    assert ok["endpoint"] == "search" and ok["status"] == 200 and ok["path"] == "/v1/search"
+    assert ok["model"] == "minilm" and ok["version"] == "1"
+    assert ok["result_ids"] == [r["id"] for r in body["results"]]
+    assert ok["queue_ms"] >= 0 and ok["compute_ms"] > 0 and ok["total_ms"] >= ok["compute_ms"]
+    assert ok["time"].endswith("Z") and "T" in ok["time"]
+    expected_hash = hashlib.sha256(b"test-salt\x00alice@example.com").hexdigest()
+    assert ok["user_id_hash"] == expected_hash
+    assert "alice" not in log_path.read_text() and "garden hose" not in log_path.read_text()
+    bad = by_id["log-test-2"]
+    assert bad["status"] == 400 and bad["error"] == "validation" and bad["model"] == ""
+
+
+def test_rotation_by_size(tmp_path):
+    config = RequestLogConfig(path=str(tmp_path / "r.jsonl"), max_bytes=2000, backups=2)
+    request_log = RequestLog(config, salt=b"s")
+    for i in range(60):
+        request_log.write(request_id=f"id-{i}", method="POST", path="/v1/search", endpoint="search",
+                          status=200, total_seconds=0.01, result_ids=["a", "b"])
+    request_log.close()
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["r.jsonl", "r.jsonl.1", "r.jsonl.2"]
+    for name in files:
+        assert (tmp_path / name).stat().st_size <= 2000
+        assert all(r["endpoint"] == "search" for r in _lines(tmp_path / name))
+    # The newest record is in the live file.
+    assert _lines(tmp_path / "r.jsonl")[-1]["request_id"] == "id-59"
+
+
+def test_disabled_log_writes_nothing(tmp_path):
+    request_log = RequestLog(RequestLogConfig(enabled=False, path=str(tmp_path / "x.jsonl")), salt=b"s")
+    request_log.write(request_id="a", method="GET", path="/", endpoint="other", status=200, total_seconds=0.0)
+    request_log.close()
+    assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_salt_from_file_wins_over_env(tmp_path, monkeypatch):
+    salt_file = tmp_path / "salt"
+    salt_file.write_text("file-salt\n")
+    monkeypatch.setenv("MY_SALT", "env-salt")
+    request_log = RequestLog(RequestLogConfig(enabled=False, user_id_salt_env="MY_SALT",
+                                              user_id_salt_file=str(salt_file)))
+    assert request_log.hash_user("u") == hashlib.sha256(b"file-salt\x00u").hexdigest()
+    env_only = RequestLog(RequestLogConfig(enabled=False, user_id_salt_env="MY_SALT"))
+    assert env_only.hash_user("u") == hashlib.sha256(b"env-salt\x00u").hexdigest()

@@ -1,8 +1,0 @@
-import pytest
-
-from tests.model.real_backend import real_backend
-
-
-@pytest.fixture(scope="session")
-def encoder_backend():
-    return real_backend()

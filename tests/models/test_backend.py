@@ -1,0 +1,137 @@
+"""The PyTorch encoder backend on the real all-MiniLM-L6-v2 weights (CPU, float32)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from inference_server.models import BackendUnavailable, ModelSpec, create_backend, resolve_weights_dir
+from inference_server.models.fingerprint import model_fingerprint
+
+DRILL = "DEWALT 20-Volt MAX Lithium-Ion Cordless Drill/Driver Kit"
+SHEETS = "Queen Size 400 Thread Count Cotton Sheet Set in White"
+
+
+def test_reports_what_is_loaded(encoder_backend):
+    assert encoder_backend.backend_name == "torch"
+    assert encoder_backend.device == "cpu"
+    assert encoder_backend.dtype == "float32"
+    assert encoder_backend.dim == 384
+    described = encoder_backend.describe()
+    assert described["fingerprint"] == encoder_backend.fingerprint()
+    assert described["max_seq_length"] == 128
+
+
+def test_encode_returns_unit_float32_rows(encoder_backend):
+    vectors = encoder_backend.encode(["cordless drill", DRILL, SHEETS])
+    assert vectors.shape == (3, 384)
+    assert vectors.dtype == np.float32
+    assert np.isfinite(vectors).all()
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_encode_empty_batch(encoder_backend):
+    vectors = encoder_backend.encode([])
+    assert vectors.shape == (0, 384) and vectors.dtype == np.float32
+
+
+def test_query_is_closer_to_matching_title(encoder_backend):
+    query, drill, sheets = encoder_backend.encode(["cordless drill", DRILL, SHEETS])
+    assert float(query @ drill) > float(query @ sheets) + 0.2
+    query, drill, sheets = encoder_backend.encode(["white queen sheets", DRILL, SHEETS])
+    assert float(query @ sheets) > float(query @ drill) + 0.2
+
+
+def test_deterministic_and_independent_of_batch_padding(encoder_backend):
+    texts = ["oak", "a much longer product title that forces padding of the short text in the batch"]
+    first = encoder_backend.encode(texts)
+    np.testing.assert_array_equal(first, encoder_backend.encode(texts))
+    alone = encoder_backend.encode(texts[:1])
+    # Mean pooling must ignore the padding the long neighbour adds to the short text.
+    np.testing.assert_allclose(alone[0], first[0], atol=1e-5)
+
+
+def test_token_lengths_count_special_tokens_and_cap(encoder_backend):
+    lengths = encoder_backend.token_lengths(["hello", "hello world", "word " * 400, ""])
+    assert lengths[0] == 3  # [CLS] hello [SEP]
+    assert lengths[1] == 4
+    assert lengths[2] == 128  # capped at max_seq_length
+    assert lengths[3] == 2
+    assert encoder_backend.token_lengths([]) == []
+
+
+def test_fingerprint_is_stable_hex(encoder_backend):
+    value = encoder_backend.fingerprint()
+    assert re.fullmatch(r"[0-9a-f]{64}", value)
+    assert encoder_backend.fingerprint() == value
+
+
+def test_fingerprint_depends_on_settings_and_files(encoder_backend, tmp_path):
+    source = resolve_weights_dir(ModelSpec())
+    settings = {"pooling": "mean", "normalize": "l2", "max_seq_length": 128, "dtype": "float32"}
+    assert model_fingerprint(source, settings) == encoder_backend.fingerprint()
+    assert model_fingerprint(source, {**settings, "max_seq_length": 64}) != encoder_backend.fingerprint()
+    assert model_fingerprint(source, {**settings, "dtype": "bfloat16"}) != encoder_backend.fingerprint()
+
+    # A copy of the model directory (weights linked) fingerprints the same; a config edit does not.
+    for item in source.iterdir():
+        if item.is_file():
+            (tmp_path / item.name).symlink_to(item)
+    assert model_fingerprint(tmp_path, settings) == encoder_backend.fingerprint()
+    config = json.loads((source / "config.json").read_text())
+    (tmp_path / "config.json").unlink()
+    (tmp_path / "config.json").write_text(json.dumps(config, indent=4))  # formatting only
+    assert model_fingerprint(tmp_path, settings) == encoder_backend.fingerprint()
+    config["layer_norm_eps"] = 1e-6
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert model_fingerprint(tmp_path, settings) != encoder_backend.fingerprint()
+
+
+def test_warmup_reports_seconds(encoder_backend):
+    assert encoder_backend.warmup((1, 2)) > 0
+    with pytest.raises(ValueError):
+        encoder_backend.warmup((0,))
+
+
+def test_tensorrt_is_unavailable_with_instructions():
+    with pytest.raises(BackendUnavailable, match="onnx_export"):
+        create_backend(ModelSpec(backend="tensorrt"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU error")
+def test_cuda_without_gpu_is_unavailable():
+    with pytest.raises(BackendUnavailable, match="cuda"):
+        create_backend(ModelSpec(device="cuda"))
+
+
+def test_half_precision_on_cpu_is_unavailable():
+    with pytest.raises(BackendUnavailable, match="float16"):
+        create_backend(ModelSpec(device="cpu", dtype="float16"))
+
+
+@pytest.mark.parametrize("field, value", [("max_seq_length", 1), ("max_seq_length", 4096), ("num_threads", 0)])
+def test_bad_spec_values_are_rejected(field, value):
+    with pytest.raises(ValueError, match=field):
+        create_backend(ModelSpec(device="cpu", **{field: value}))
+
+
+def test_missing_weights_directory(tmp_path):
+    with pytest.raises(BackendUnavailable, match="does not exist"):
+        create_backend(ModelSpec(weights=str(tmp_path / "nope")))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")
+def test_cuda_half_precision_matches_cpu(encoder_backend):
+    gpu = create_backend(ModelSpec(device="cuda"))
+    try:
+        assert gpu.device.startswith("cuda") and gpu.dtype in ("bfloat16", "float16")
+        texts = ["cordless drill", DRILL, SHEETS]
+        cosine = np.sum(gpu.encode(texts) * encoder_backend.encode(texts), axis=1)
+        assert (cosine > 0.99).all()
+    finally:
+        gpu.close()

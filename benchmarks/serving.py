@@ -65,7 +65,8 @@ def in_process_sweep(args, queries: list[str]) -> tuple[tuple[int, int], float, 
     from tqdm import tqdm
 
     from inference_server.catalog import CatalogConfig, VectorIndex, load_catalog
-    from inference_server.models.backend import ModelSpec, create_backend, usable_cpu_count
+    from inference_server.models.backend import ModelSpec, usable_cpu_count
+    from inference_server.models.registry import create_backend
     from inference_server.serving.batching import MAX_AUTO_INSTANCES
 
     backend = create_backend(ModelSpec(device="cpu", num_threads=args.num_threads))

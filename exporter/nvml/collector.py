@@ -16,7 +16,8 @@ class NvmlCollector(Collector):
         self._current = current
 
     def describe(self) -> list[Metric]:
-        return []  # samples vary with hardware; skip the registry's collision check by describe()
+        """Every family the exporter can serve (which ones carry samples depends on the hardware)."""
+        return [_family(family) for family in FAMILIES]
 
     def collect(self) -> Iterator[Metric]:
         snapshot, stale = self._current()
@@ -30,8 +31,12 @@ class NvmlCollector(Collector):
             rows = samples.get(family.name)
             if not rows:
                 continue
-            cls = CounterMetricFamily if family.kind == "counter" else GaugeMetricFamily
-            metric = cls(family.name, family.help, labels=list(family.labels))
+            metric = _family(family)
             for labels, value in rows:
                 metric.add_metric(list(labels), value)
             yield metric
+
+
+def _family(family) -> Metric:
+    cls = CounterMetricFamily if family.kind == "counter" else GaugeMetricFamily
+    return cls(family.name, family.help, labels=list(family.labels))

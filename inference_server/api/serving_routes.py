@@ -6,14 +6,14 @@ answer. Timing and outcome go into the request context; the middleware reports t
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Sequence
 
-import numpy as np
 from aiohttp import web
 
 from inference_server.api.context import CONFIG, REQUEST_CONTEXT, SCHEMAS, SERVING_STATE, RequestContext, RouteSpec, add_route
 from inference_server.errors import ApiError
-from inference_server.serving.state import ModelVersion, RoutingContext, ServedResponse, ServingState, normalise
+from inference_server.serving.scoring import Scored, score_rank, score_recommend, score_search
+from inference_server.serving.state import ModelVersion, RoutingContext, ServedResponse, ServingState
 from inference_server.api.validation import read_json_body
 
 __all__ = ["add_serving_routes"]
@@ -29,12 +29,11 @@ def _route(state: ServingState, ctx: RequestContext, endpoint: str) -> ModelVers
     return decision.primary
 
 
-def _results(state: ServingState, ids: Sequence[str], scores: Sequence[float],
-             titles: Optional[dict[str, str]] = None) -> list[dict]:
+def _results(state: ServingState, scored: Scored) -> list[dict]:
     catalog = state.catalog
     out = []
-    for position, (product_id, score) in enumerate(zip(ids, scores), start=1):
-        title = titles.get(product_id) if titles else None
+    for position, (product_id, score) in enumerate(zip(scored.ids, scored.scores), start=1):
+        title = scored.titles.get(product_id)
         if title is None:
             product = catalog.get(product_id)
             title = product.title if product is not None else None
@@ -42,8 +41,9 @@ def _results(state: ServingState, ids: Sequence[str], scores: Sequence[float],
     return out
 
 
-def _answer(state: ServingState, ctx: RequestContext, body: dict, results: list[dict],
-            query_tokens: Optional[int]) -> web.Response:
+def _answer(state: ServingState, ctx: RequestContext, body: dict, scored: Scored) -> web.Response:
+    ctx.queue_seconds, ctx.compute_seconds = scored.queue_seconds, scored.compute_seconds
+    results = _results(state, scored)
     ids = [r["id"] for r in results]
     ctx.result_ids = ids
     state.notify(
@@ -55,7 +55,7 @@ def _answer(state: ServingState, ctx: RequestContext, body: dict, results: list[
             user_id=ctx.user_id,
             result_ids=ids,
             scores=[r["score"] for r in results],
-            query_tokens=query_tokens,
+            query_tokens=scored.query_tokens,
             k=len(results),
             request=body,
             shadows=ctx.extra.get("shadows", ()),
@@ -84,11 +84,8 @@ async def search(request: web.Request) -> web.Response:
     mv = _route(state, ctx, "search")
     with mv.in_use():
         await state.run_request_hooks(mv)
-        encoded = await mv.encode([body["query"]], deadline=ctx.deadline, request_id=ctx.request_id,
-                                  top_k=body["k"])
-        ctx.queue_seconds, ctx.compute_seconds = encoded.queue_seconds, encoded.compute_seconds
-        ids = [mv.index.ids[r] for r in encoded.rows]
-    return _answer(state, ctx, body, _results(state, ids, encoded.scores), encoded.tokens[0])
+        scored = await score_search(mv, body["query"], body["k"], deadline=ctx.deadline, request_id=ctx.request_id)
+    return _answer(state, ctx, body, scored)
 
 
 async def rank(request: web.Request) -> web.Response:
@@ -99,26 +96,12 @@ async def rank(request: web.Request) -> web.Response:
     ctx.user_id = body.get("user_id")
     items = body["items"]
     _require_products(state, [None if "title" in it else it["id"] for it in items], lambda i: f"items[{i}].id")
-    titled = [i for i, it in enumerate(items) if "title" in it]
     mv = _route(state, ctx, "rank")
     with mv.in_use():
         await state.run_request_hooks(mv)
-        texts = [body["query"]] + [items[i]["title"] for i in titled]
-        encoded = await mv.encode(texts, deadline=ctx.deadline, request_id=ctx.request_id)
-        ctx.queue_seconds, ctx.compute_seconds = encoded.queue_seconds, encoded.compute_seconds
-        vectors = np.empty((len(items), encoded.vectors.shape[1]), dtype=np.float32)
-        if titled:
-            vectors[titled] = encoded.vectors[1:]
-        from_catalog = [i for i, it in enumerate(items) if "title" not in it]
-        if from_catalog:
-            rows = [mv.index.row(items[i]["id"]) for i in from_catalog]
-            vectors[from_catalog] = mv.index.vectors(rows)
-        scores = vectors @ encoded.vectors[0]
-    k = min(body.get("k") or len(items), len(items))
-    order = np.argsort(-scores, kind="stable")[:k]
-    titles = {it["id"]: it["title"] for it in items if "title" in it}
-    ids = [items[i]["id"] for i in order]
-    return _answer(state, ctx, body, _results(state, ids, scores[order], titles), encoded.tokens[0])
+        scored = await score_rank(mv, body["query"], items, body.get("k"), deadline=ctx.deadline,
+                                  request_id=ctx.request_id)
+    return _answer(state, ctx, body, scored)
 
 
 async def recommend(request: web.Request) -> web.Response:
@@ -127,20 +110,12 @@ async def recommend(request: web.Request) -> web.Response:
     ctx, state = request[REQUEST_CONTEXT], app[SERVING_STATE]
     body = await read_json_body(request, app[SCHEMAS].recommend, app[CONFIG].server.max_body_bytes)
     ctx.user_id = body.get("user_id")
-    history = body["history"]
-    _require_products(state, history, lambda i: f"history[{i}]")
+    _require_products(state, body["history"], lambda i: f"history[{i}]")
     mv = _route(state, ctx, "recommend")
     with mv.in_use():
         await state.run_request_hooks(mv)
-        rows = [mv.index.row(product_id) for product_id in history]
-        profile = normalise(mv.index.vectors(rows).mean(axis=0)).astype(np.float32)
-        k = min(body["k"], len(mv.index.ids) - len(set(rows)))
-        if k > 0:
-            scores, found = mv.index.search(profile[None, :], k, exclude=[set(rows)])
-            ids, scores = [mv.index.ids[r] for r in found[0]], scores[0]
-        else:
-            ids, scores = [], []
-    return _answer(state, ctx, body, _results(state, ids, scores), None)
+        scored = await score_recommend(mv, body["history"], body["k"])
+    return _answer(state, ctx, body, scored)
 
 
 async def list_models(request: web.Request) -> web.Response:

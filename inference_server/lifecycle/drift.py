@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping, Optional
 
 import numpy as np
+from scipy.stats import ks_2samp
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -70,15 +71,12 @@ def score_spread(scores: Iterable[float]) -> Optional[float]:
 
 
 def ks_statistic(reference: np.ndarray, online: np.ndarray) -> float:
-    """Two-sample Kolmogorov-Smirnov statistic sup |F_ref - F_online|."""
-    ref = np.sort(np.asarray(reference, dtype=np.float64))
-    onl = np.sort(np.asarray(online, dtype=np.float64))
+    """Two-sample Kolmogorov-Smirnov statistic sup |F_ref - F_online| (scipy's ks_2samp); NaN when a side is empty."""
+    ref = np.asarray(reference, dtype=np.float64)
+    onl = np.asarray(online, dtype=np.float64)
     if ref.size == 0 or onl.size == 0:
         return float("nan")
-    points = np.concatenate([ref, onl])
-    cdf_ref = np.searchsorted(ref, points, side="right") / ref.size
-    cdf_onl = np.searchsorted(onl, points, side="right") / onl.size
-    return float(np.max(np.abs(cdf_ref - cdf_onl)))
+    return float(ks_2samp(ref, onl).statistic)
 
 
 def psi_edges(reference: np.ndarray, bins: int) -> np.ndarray:
@@ -153,11 +151,21 @@ class DriftCollector(Collector):
     def __init__(self, monitors) -> None:
         self._monitors = monitors
 
-    def collect(self):
+    @staticmethod
+    def _families() -> list[GaugeMetricFamily]:
+        """The (static) families this collector exports, empty."""
         labels = ("model", "version", "feature")
-        psi_g = GaugeMetricFamily("inference_drift_psi", "Population stability index of the online window vs. the registration reference.", labels=labels)
-        ks_g = GaugeMetricFamily("inference_drift_ks_statistic", "Kolmogorov-Smirnov statistic of the online window vs. the registration reference.", labels=labels)
-        n_g = GaugeMetricFamily("inference_drift_window_samples", "Samples in the online drift window.", labels=labels)
+        return [
+            GaugeMetricFamily("inference_drift_psi", "Population stability index of the online window vs. the registration reference.", labels=labels),
+            GaugeMetricFamily("inference_drift_ks_statistic", "Kolmogorov-Smirnov statistic of the online window vs. the registration reference.", labels=labels),
+            GaugeMetricFamily("inference_drift_window_samples", "Samples in the online drift window.", labels=labels),
+        ]
+
+    def describe(self):
+        return self._families()
+
+    def collect(self):
+        psi_g, ks_g, n_g = self._families()
         for monitor in self._monitors():
             for feature, stats in monitor.statistics().items():
                 key = (monitor.model, monitor.version, feature)
@@ -168,6 +176,3 @@ class DriftCollector(Collector):
         yield psi_g
         yield ks_g
         yield n_g
-
-    def describe(self):
-        return []

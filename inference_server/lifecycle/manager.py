@@ -15,12 +15,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Iterable, Optional
 
-import numpy as np
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -48,9 +48,17 @@ from inference_server.lifecycle.repository import (
     RepositoryError,
     build_artifacts,
 )
-from inference_server.serving.batching import DynamicBatcher
 from inference_server.errors import ApiError
-from inference_server.serving.state import ModelVersion, RoutingContext, RoutingDecision, ServedResponse, ServingState
+from inference_server.serving.scoring import score_endpoint
+from inference_server.serving.state import (
+    LoadedParts,
+    ModelVersion,
+    RoutingContext,
+    RoutingDecision,
+    ServedResponse,
+    ServingState,
+    warm_up,
+)
 from inference_server.serving.traffic import Split, TrafficError, TrafficRouter
 
 __all__ = ["LIFECYCLE", "HealthCheckFailed", "ModelLifecycle", "TrafficConfig", "lifecycle_context"]
@@ -113,10 +121,9 @@ class LifecycleCollector(Collector):
     def __init__(self, lifecycle: "ModelLifecycle") -> None:
         self._lc = lifecycle
 
-    def describe(self):
-        return []
-
-    def collect(self):
+    @staticmethod
+    def _families() -> list[GaugeMetricFamily]:
+        """The (static) families this collector exports, empty."""
         mv_labels = ("model", "version")
         weight = GaugeMetricFamily("inference_model_traffic_weight_ratio", "Configured share of live traffic, 0..1.", labels=mv_labels)
         shadow = GaugeMetricFamily("inference_model_shadow", "1 when the version receives shadow traffic.", labels=mv_labels)
@@ -125,6 +132,13 @@ class LifecycleCollector(Collector):
                                labels=(*mv_labels, "check"))
         last = GaugeMetricFamily("inference_model_health_check_last_run_timestamp_seconds",
                                  "When the golden check of a version last ran (Unix time).", labels=mv_labels)
+        return [weight, shadow, state_g, ok, last]
+
+    def describe(self):
+        return self._families()
+
+    def collect(self):
+        weight, shadow, state_g, ok, last = self._families()
         lc = self._lc
         split = lc.router.split
         for version, mv in lc.version_view().items():
@@ -303,8 +317,6 @@ class ModelLifecycle:
         return None
 
     async def _run_shadows(self, served: ServedResponse) -> None:
-        from inference_server.serving.shadow import score_on_version
-
         loop = asyncio.get_running_loop()
         for mv in served.shadows:
             if not mv.is_ready:
@@ -312,8 +324,8 @@ class ModelLifecycle:
             self.metrics.shadow_requests.labels(mv.name, mv.version).inc()
             try:
                 with mv.in_use():
-                    ids, scores, tokens = await score_on_version(
-                        mv, served.endpoint, served.request, self.state.catalog,
+                    scored = await score_endpoint(
+                        mv, served.endpoint, served.request,
                         deadline=loop.time() + self.config.server.request_timeout_ms / 1000.0,
                         request_id=f"{served.request_id}.shadow")
             except ApiError as exc:
@@ -321,11 +333,11 @@ class ModelLifecycle:
                 continue
             live = set(served.result_ids)
             if live:
-                self.metrics.shadow_overlap.labels(mv.name, mv.version).observe(len(live & set(ids)) / len(live))
+                self.metrics.shadow_overlap.labels(mv.name, mv.version).observe(len(live & set(scored.ids)) / len(live))
             if served.endpoint == "search":
                 monitor = self.drift.get(mv.version)
                 if monitor is not None:
-                    monitor.observe_answer(scores, tokens)
+                    monitor.observe_answer(scored.scores, scored.query_tokens)
 
     # ---- loading -------------------------------------------------------------------------------
     def _lock(self, version: str) -> asyncio.Lock:
@@ -383,19 +395,19 @@ class ModelLifecycle:
         except ConfigError as exc:
             raise ApiError(422, "validation", f"{entry.path / 'model.yaml'}: {exc}") from None
         self._degrade[version] = entry.config.degrade
-        mv = ModelVersion(spec, batching)
         self.health_metrics.init_version(self.model, version)
-        if replace is None:
-            self.state.install_version(mv)          # visible as `loading` at once
-        loop = asyncio.get_running_loop()
         started = time.perf_counter()
         log.info("loading model %s version %s%s", self.model, version, " (reload)" if replace else "")
         try:
-            backend, index, artifacts, load_s, warm_s = await loop.run_in_executor(None, self._load_blocking, mv, entry)
+            mv = await self.state.load_version(
+                spec, batching=batching, replace=replace, drain_timeout=self.traffic_config.drain_timeout_s,
+                build=functools.partial(self._build_version, entry=entry, progress=not self._started))
         except Exception as exc:
             failed = isinstance(exc, HealthCheckFailed)
             message = str(exc) if failed else f"{type(exc).__name__}: {exc}"
-            mv.state, mv.error = "failed", message
+            current = self.state.get(self.model, version)
+            if replace is None and current is not None and current.state == "failed":
+                current.error = message
             if failed:
                 self.health_metrics.failures.labels(self.model, version, exc.result.check).inc()
             log.error("model %s version %s %s failed: %s; it gets no traffic", self.model, version,
@@ -405,36 +417,23 @@ class ModelLifecycle:
                                                                   f"instance: {message}", "checked_at": time.time()}
             raise ApiError(422 if failed else 503, "health_check_failed" if failed else "model_error",
                            f"model {self.model} version {version} failed to load: {message}") from None
-        mv.backend, mv.index = backend, index
-        mv.load_seconds, mv.warmup_seconds = load_s, warm_s
-        mv.index_seconds, mv.index_from_cache = index.build_seconds, index.from_cache
-        mv.loaded_at = time.time()
-        self.state.index_build_seconds = index.build_seconds
-        mv.batcher = DynamicBatcher(backend, batching, self.state.metrics, model=self.model, version=version,
-                                    retry_after_s=self.config.server.retry_after_s, searcher=index.search)
-        mv.batcher.start()
-        self.artifacts[version] = artifacts
+        self.artifacts[version] = mv.artifacts
         if self.drift_config.enabled:
-            self.drift[version] = DriftMonitor(self.model, version, artifacts.drift_reference, self.drift_config)
-        mv.state = "ready"
-        if replace is not None:
-            self.state.install_version(mv)          # atomic swap: new requests get the new instance
-            self._spawn(self._retire(replace), f"retire-{self.model}-{version}")
+            self.drift[version] = DriftMonitor(self.model, version, mv.artifacts.drift_reference, self.drift_config)
         self._sync_versions()
-        log.info("model %s version %s ready in %.1f s (load %.1f s, index %.1f s%s, warm-up %.1f s)", self.model,
-                 version, time.perf_counter() - started, load_s, index.build_seconds,
-                 " from cache" if index.from_cache else "", warm_s)
+        log.info("model %s version %s ready in %.1f s", self.model, version, time.perf_counter() - started)
         return mv
 
-    def _load_blocking(self, mv: ModelVersion, entry):
-        """Worker thread: weights -> finite check -> index -> artefacts -> golden check -> warm-up."""
+    def _build_version(self, mv: ModelVersion, *, entry, progress: bool) -> LoadedParts:
+        """Builder for `ServingState.load_version` (worker thread): weights -> finite check -> index ->
+        artefacts -> golden check -> warm-up."""
         started = time.perf_counter()
         degrade = self._degrade.get(mv.version)
         backend = maybe_degrade(self.state.backend_factory(mv.spec), degrade)
         load_s = time.perf_counter() - started
         try:
             self._record(mv, check_finite_weights(backend))
-            index = self._build_index(backend)
+            index = self._build_index(backend, progress)
             artifacts = self.repository.load_artifacts(self.model, mv.version, self.state.catalog)
             if artifacts is None:
                 if not self.repo_config.register_missing:
@@ -457,11 +456,8 @@ class ModelLifecycle:
             self._record(mv, check_golden(golden, backend.encode(golden.queries), index,
                                           min_cosine=self.health_config.golden_min_cosine,
                                           min_topk_overlap=self.health_config.golden_min_topk_overlap))
-            batch = mv.batching.effective_batch_size
             try:
-                warm_s = backend.warmup(sorted({1, min(8, batch), batch}))
-                if not np.isfinite(backend.encode(["warm-up check"])).all():
-                    raise ValueError("warm-up produced non-finite embeddings")
+                warm_s = warm_up(backend, mv.batching)
             except Exception as exc:
                 self._record(mv, warmup_result(None, f"{type(exc).__name__}: {exc}"))
                 raise
@@ -469,16 +465,16 @@ class ModelLifecycle:
         except BaseException:
             backend.close()
             raise
-        return backend, index, artifacts, load_s, warm_s
+        return LoadedParts(backend, index, load_s, warm_s, artifacts)
 
-    def _build_index(self, backend) -> VectorIndex:
+    def _build_index(self, backend, progress: bool) -> VectorIndex:
         """The catalog index of a version; a degraded version derives its own from the inner model's
         (cached) one instead of embedding the whole catalog again."""
         catalog, cache_dir = self.state.catalog, self.config.catalog.cache_dir
         if not isinstance(backend, DegradedBackend):
-            return VectorIndex.build(catalog, backend, cache_dir, progress=False)
+            return VectorIndex.build(catalog, backend, cache_dir, progress=progress)
         started = time.perf_counter()
-        base = VectorIndex.build(catalog, backend.inner, cache_dir, progress=False)
+        base = VectorIndex.build(catalog, backend.inner, cache_dir, progress=progress)
         vectors = backend.perturb(base.embeddings.copy(), [p.text() for p in catalog.products])
         return VectorIndex(base.ids, vectors, time.perf_counter() - started, from_cache=base.from_cache)
 
@@ -488,14 +484,6 @@ class ModelLifecycle:
         if not result.ok:
             raise HealthCheckFailed(result)
         log.info("model %s version %s: %s ok (%s)", mv.name, mv.version, result.check, result.detail)
-
-    async def _retire(self, old: ModelVersion) -> None:
-        """Free a replaced instance once the requests that started on it have finished."""
-        drained = await old.drain(self.traffic_config.drain_timeout_s)
-        if not drained:
-            log.warning("model %s version %s: %d requests still running on the replaced instance after %.0f s; "
-                        "closing it", old.name, old.version, old.in_flight, self.traffic_config.drain_timeout_s)
-        await old.close()
 
     # ---- traffic -------------------------------------------------------------------------------
     def _require_ready(self, versions: Iterable[str], what: str) -> None:

@@ -453,7 +453,7 @@ def register_version(config, repo: ModelRepository, name: str, version: str, *, 
     from inference_server.catalog import load_catalog
     from inference_server.catalog.index import VectorIndex
     from inference_server.models.degrade import maybe_degrade
-    from inference_server.models.backend import create_backend
+    from inference_server.models.registry import create_backend
 
     rcfg: ModelRepositoryConfig = config.section("model_repository")
     entry = repo.entry(name, version)

@@ -2,7 +2,7 @@
 
 A backend turns texts into L2-normalised float32 vectors. The server talks only to
 `EncoderBackend`, so a TensorRT engine can replace the PyTorch implementation without touching
-the batching, routing or index code. `create_backend` is the single factory.
+the batching, routing or index code. Implementations are looked up in `registry.py`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ __all__ = [
     "BackendUnavailable",
     "EncoderBackend",
     "ModelSpec",
-    "create_backend",
     "resolve_weights_dir",
 ]
 
@@ -133,18 +132,3 @@ def resolve_weights_dir(spec: ModelSpec) -> Path:
     if not (path / "config.json").is_file():
         raise BackendUnavailable(f"model weights directory {str(path)!r} has no config.json")
     return path
-
-
-def create_backend(spec: ModelSpec) -> EncoderBackend:
-    """Load the encoder described by `spec` (weights are read here; the caller times it)."""
-    if spec.max_seq_length < 2:
-        raise ValueError(f"max_seq_length must be >= 2, got {spec.max_seq_length}")
-    if spec.num_threads is not None and spec.num_threads < 1:
-        raise ValueError(f"num_threads must be >= 1, got {spec.num_threads}")
-    if spec.backend == "torch":
-        from inference_server.models.torch_backend import TorchEncoderBackend
-
-        return TorchEncoderBackend(spec)
-    if spec.backend == "tensorrt":
-        raise BackendUnavailable(TENSORRT_UNAVAILABLE_MESSAGE)
-    raise ValueError(f"unknown backend {spec.backend!r}; expected 'torch' or 'tensorrt'")

@@ -72,8 +72,10 @@ class TorchEncoderBackend(EncoderBackend):
             raise ValueError(f"max_seq_length {spec.max_seq_length} exceeds the model's limit of {limit} positions")
         device = _resolve_device(spec.device)
         dtype = _resolve_dtype(spec.dtype, device)
-        if device.type == "cpu" and spec.num_threads is not None:
-            torch.set_num_threads(spec.num_threads)
+        # Intra-op threads of this backend's forward passes on CPU. torch's thread count is
+        # process-wide, so it is applied just before each of this backend's passes
+        # (`_apply_threads`), never at load: loading another version must not retune this one.
+        self.threads: int | None = spec.num_threads if device.type == "cpu" else None
         # The fast tokenizer's padding/truncation state is mutable and shared: concurrent calls with
         # different settings (token_lengths vs encode) fail with "Already borrowed". Tokenising is
         # cheap next to the forward pass, so it is serialised; the forward passes run in parallel.
@@ -124,6 +126,7 @@ class TorchEncoderBackend(EncoderBackend):
                 return_tensors="pt",
                 return_token_type_ids=False,
             )
+        self._apply_threads()
         input_ids = batch["input_ids"].to(self._torch_device, non_blocking=True)
         attention_mask = batch["attention_mask"].to(self._torch_device, non_blocking=True)
         with torch.inference_mode():
@@ -137,7 +140,12 @@ class TorchEncoderBackend(EncoderBackend):
         over all cores by torch's intra-op threads (see docs/server.md, "Model instances").
         """
         if self._torch_device.type == "cpu" and self.spec.num_threads is None and instances >= 1:
-            torch.set_num_threads(max(1, usable_cpu_count() // instances))
+            self.threads = max(1, usable_cpu_count() // instances)
+
+    def _apply_threads(self) -> None:
+        """Run this thread's passes with this backend's thread count (a no-op when already so)."""
+        if self.threads is not None and torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
 
     def fingerprint(self) -> str:
         with self._fingerprint_lock:

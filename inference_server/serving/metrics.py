@@ -122,10 +122,9 @@ class ServingStateCollector(Collector):
     def __init__(self, state_provider: Callable[[], Optional["ServingState"]]) -> None:
         self._state_provider = state_provider
 
-    def describe(self) -> Iterable:
-        return []  # series are dynamic; describing them would freeze the registry's name check
-
-    def collect(self) -> Iterable[GaugeMetricFamily]:
+    @staticmethod
+    def _families() -> list[GaugeMetricFamily]:
+        """The (static) families this collector exports, empty."""
         info = GaugeMetricFamily(
             "inference_model_info",
             "What is loaded (value 1).",
@@ -154,6 +153,13 @@ class ServingStateCollector(Collector):
             "Time to build (or load from cache) the catalog embeddings.",
             labels=["catalog"],
         )
+        return [info, ready, load, warmup, depth, capacity, products, build]
+
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        return self._families()
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        info, ready, load, warmup, depth, capacity, products, build = self._families()
         state = self._state_provider()
         if state is not None:
             for mv in state.versions():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
 import re
@@ -24,14 +25,17 @@ import numpy as np
 from inference_server.catalog import Catalog, CatalogBundle
 from inference_server.catalog.index import VectorIndex
 from inference_server.config import AppConfig, BatchingConfig
-from inference_server.models.backend import EncoderBackend, ModelSpec, create_backend
+from inference_server.models.backend import EncoderBackend, ModelSpec
+from inference_server.models.registry import create_backend
 
 from inference_server.serving.batching import DynamicBatcher, EncodeResult
+from inference_server.serving.vector_search import VectorSearchBatcher
 from inference_server.errors import ApiError
 from inference_server.serving.metrics import ServerMetrics
 
 __all__ = [
     "BackendFactory",
+    "LoadedParts",
     "ModelVersion",
     "RoutingContext",
     "RoutingDecision",
@@ -39,6 +43,7 @@ __all__ = [
     "ServingState",
     "VersionState",
     "choose_version",
+    "warm_up",
 ]
 
 log = logging.getLogger(__name__)
@@ -60,6 +65,8 @@ class ModelVersion:
         self.backend: Optional[EncoderBackend] = None
         self.batcher: Optional[DynamicBatcher] = None
         self.index: Optional[VectorIndex] = None
+        self.searcher: Optional[VectorSearchBatcher] = None   # full-catalog searches by vector, off the loop
+        self.artifacts: Any = None                            # what the builder registered it with (lifecycle)
         self.load_seconds: Optional[float] = None
         self.warmup_seconds: Optional[float] = None
         self.index_seconds: Optional[float] = None
@@ -97,6 +104,25 @@ class ModelVersion:
             return result
         return await batcher.encode(texts, deadline=deadline, request_id=request_id, top_k=top_k)
 
+    async def search_vector(self, vector: np.ndarray, k: int, exclude=()) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k catalog rows for a query vector, searched in a worker thread (coalesced with others)."""
+        searcher = self.searcher
+        if searcher is None or self.state not in ("ready", "loading"):
+            raise ApiError(503, "not_ready", f"model {self.name} version {self.version} is {self.state}",
+                           retry_after=1)
+        return await searcher.search(vector, k, exclude)
+
+    def attach(self, parts: "LoadedParts", metrics: ServerMetrics, retry_after_s: int) -> None:
+        """Take the loaded backend and index, start the batchers (on the event loop)."""
+        self.backend, self.index, self.artifacts = parts.backend, parts.index, parts.artifacts
+        self.load_seconds, self.warmup_seconds = parts.load_seconds, parts.warmup_seconds
+        self.index_seconds, self.index_from_cache = parts.index.build_seconds, parts.index.from_cache
+        self.loaded_at = time.time()
+        self.batcher = DynamicBatcher(parts.backend, self.batching, metrics, model=self.name, version=self.version,
+                                      retry_after_s=retry_after_s, searcher=parts.index.search)
+        self.batcher.start()
+        self.searcher = VectorSearchBatcher(parts.index.search, name=f"search-{self.name}-{self.version}")
+
     @contextlib.contextmanager
     def in_use(self) -> Iterator["ModelVersion"]:
         """Mark a request as running on this version, so an unload can wait for it (`drain`)."""
@@ -127,6 +153,9 @@ class ModelVersion:
         if self.batcher is not None:
             await self.batcher.close()
             self.batcher = None
+        if self.searcher is not None:
+            await self.searcher.close()
+            self.searcher = None
         backend, self.backend = self.backend, None
         self.index = None
         if backend is not None:
@@ -157,6 +186,30 @@ class ModelVersion:
                 "max_queue_size": self.batching.max_queue_size,
             },
         }
+
+
+@dataclass
+class LoadedParts:
+    """What a version builder produced in its worker thread."""
+
+    backend: EncoderBackend
+    index: VectorIndex
+    load_seconds: float
+    warmup_seconds: float
+    artifacts: Any = None
+
+
+# Runs in a worker thread: loads, checks and warms up a version's parts; raises when a check fails.
+VersionBuilder = Callable[[ModelVersion], LoadedParts]
+
+
+def warm_up(backend: EncoderBackend, batching: BatchingConfig) -> float:
+    """Warm-up passes at the batch sizes the batcher will use; raises on non-finite output. Seconds spent."""
+    size = batching.effective_batch_size
+    seconds = backend.warmup(sorted({1, min(8, size), size}))
+    if not np.isfinite(backend.encode(["warm-up check"])).all():
+        raise ValueError("warm-up produced non-finite embeddings")
+    return seconds
 
 
 @dataclass(frozen=True)
@@ -236,6 +289,7 @@ class ServingState:
         self.request_hooks: list[RequestHook] = []
         self._versions: dict[tuple[str, str], ModelVersion] = {}
         self._background: set[asyncio.Task] = set()
+        self._retiring: set[asyncio.Task] = set()    # displaced instances draining, then closing
 
     # -- versions ----------------------------------------------------------------------------
 
@@ -303,93 +357,95 @@ class ServingState:
         spec: ModelSpec,
         *,
         batching: Optional[BatchingConfig] = None,
-        activate: bool = True,
+        build: Optional[VersionBuilder] = None,
+        replace: Optional[ModelVersion] = None,
         progress: bool = False,
+        drain_timeout: float = 30.0,
     ) -> ModelVersion:
-        """Load weights, build (or read) the catalog index and warm up, off the event loop.
+        """The one way a version gets loaded: build its parts off the event loop, then serve it.
 
-        The version is registered as `loading` at once (visible in `/v1/models` and metrics). On
-        success it becomes `ready` when `activate` (else it stays `loading` for the caller to check
-        and flip); on failure it is `failed` with `error` set and the exception re-raised.
+        `build` (default: weights -> catalog index -> warm-up) runs in a worker thread; the model
+        lifecycle passes one with health checks. Without `replace`, the version is visible as
+        `loading` at once and becomes `ready` on success (`failed`, with `error`, on failure; the
+        exception is re-raised); an instance it displaces (failed or unloaded) is closed. With
+        `replace` (a reload), the new instance is built beside the serving one and swapped in
+        atomically; requests already running on the old one finish there, then it is closed.
         """
         if self.catalog is None:
             raise RuntimeError("load the catalog before loading model versions")
         key = (spec.name, spec.version)
-        existing = self._versions.get(key)
-        if existing is not None and existing.state in ("loading", "ready"):
-            raise ValueError(f"model {spec.name} version {spec.version} is already {existing.state}")
-        batching = batching or self.config.batching
-        mv = ModelVersion(spec, batching)
-        self.install_version(mv)  # visible as `loading` at once
-        await self._populate(mv, progress)
-        if activate:
-            mv.state = "ready"
-        return mv
-
-    async def reload_version(
-        self, spec: ModelSpec, *, batching: Optional[BatchingConfig] = None, drain_timeout: float = 30.0
-    ) -> ModelVersion:
-        """Load a fresh copy of a loaded version and swap it in atomically.
-
-        The old copy keeps serving until the new one is ready (if loading fails, it simply stays);
-        requests already running on the old copy finish there, then it is closed. Traffic weight,
-        shadow flag and health entries carry over.
-        """
-        key = (spec.name, spec.version)
-        old = self._versions.get(key)
-        if old is None:
-            raise KeyError(f"model {spec.name} version {spec.version} is not loaded")
-        new = ModelVersion(spec, batching or old.batching)
-        await self._populate(new, progress=False)
-        new.traffic_weight, new.shadow = old.traffic_weight, old.shadow
-        new.health = {**old.health, **new.health}
-        new.state = "ready" if old.state == "ready" else old.state
-        self.install_version(new)  # the swap: routing sees the new copy from here on
-        old.state = "unloaded"
-        await old.drain(drain_timeout)
-        await old.close()
-        return new
-
-    async def _populate(self, mv: ModelVersion, progress: bool) -> None:
-        """Fill `mv` with backend, index and batcher (loaded in a worker thread); `failed` on error."""
-        spec, batching = mv.spec, mv.batching
-        loop = asyncio.get_running_loop()
+        mv = ModelVersion(spec, batching or (replace.batching if replace is not None else self.config.batching))
+        if replace is None:
+            existing = self._versions.get(key)
+            if existing is not None and existing.state in ("loading", "ready"):
+                raise ValueError(f"model {spec.name} version {spec.version} is already {existing.state}")
+            self._retire(self.install_version(mv), drain_timeout)   # visible as `loading` at once
+        build = build or functools.partial(self.build_version, progress=progress)
         try:
-            backend, index, load_s, warm_s = await loop.run_in_executor(
-                None, self._load_blocking, spec, batching, progress
-            )
+            parts = await asyncio.get_running_loop().run_in_executor(None, build, mv)
         except Exception as exc:
             mv.state = "failed"
             mv.error = f"{type(exc).__name__}: {exc}"
             log.error("model %s version %s failed to load: %s", spec.name, spec.version, mv.error)
             raise
-        mv.backend, mv.index = backend, index
-        mv.load_seconds, mv.warmup_seconds = load_s, warm_s
-        mv.index_seconds, mv.index_from_cache = index.build_seconds, index.from_cache
-        mv.loaded_at = time.time()
-        self.index_build_seconds = index.build_seconds
-        mv.health["warmup"] = {"ok": True, "detail": f"{warm_s:.3f} s"}
-        mv.batcher = DynamicBatcher(
-            backend, batching, self.metrics, model=spec.name, version=spec.version,
-            retry_after_s=self.config.server.retry_after_s, searcher=index.search,
-        )
-        mv.batcher.start()
+        mv.attach(parts, self.metrics, self.config.server.retry_after_s)
+        self.index_build_seconds = parts.index.build_seconds
+        if replace is not None:
+            mv.traffic_weight, mv.shadow = replace.traffic_weight, replace.shadow
+            mv.health = {**replace.health, **mv.health}
+            mv.state = "ready"
+            self._retire(self.install_version(mv), drain_timeout)   # the swap: new requests get `mv`
+        else:
+            mv.state = "ready"
         log.info("model %s version %s loaded on %s/%s (load %.1f s, index %.1f s%s, warm-up %.1f s)",
-                 spec.name, spec.version, backend.device, backend.dtype, load_s, index.build_seconds,
-                 " from cache" if index.from_cache else "", warm_s)
+                 spec.name, spec.version, mv.backend.device, mv.backend.dtype, parts.load_seconds,
+                 parts.index.build_seconds, " from cache" if parts.index.from_cache else "", parts.warmup_seconds)
+        return mv
 
-    def _load_blocking(self, spec: ModelSpec, batching: BatchingConfig, progress: bool):
+    async def reload_version(self, spec: ModelSpec, *, batching: Optional[BatchingConfig] = None,
+                             drain_timeout: float = 30.0) -> ModelVersion:
+        """Load a fresh copy of a loaded version, swap it in (see `load_version(replace=...)`) and
+        return once the old copy has drained and been closed."""
+        old = self._versions.get((spec.name, spec.version))
+        if old is None:
+            raise KeyError(f"model {spec.name} version {spec.version} is not loaded")
+        mv = await self.load_version(spec, batching=batching, replace=old, drain_timeout=drain_timeout)
+        await self.wait_retired()
+        return mv
+
+    async def wait_retired(self) -> None:
+        """Wait until every displaced instance has drained and been closed."""
+        while self._retiring:
+            await asyncio.gather(*list(self._retiring), return_exceptions=True)
+
+    def build_version(self, mv: ModelVersion, *, progress: bool = False) -> LoadedParts:
+        """Default builder (worker thread): weights -> catalog index -> warm-up."""
         started = time.perf_counter()
-        backend = self.backend_factory(spec)
+        backend = self.backend_factory(mv.spec)
         load_s = time.perf_counter() - started
         try:
             index = VectorIndex.build(self.catalog, backend, self.config.catalog.cache_dir, progress=progress)
-            sizes = sorted({1, min(8, batching.effective_batch_size), batching.effective_batch_size})
-            warm_s = backend.warmup(sizes)
+            warm_s = warm_up(backend, mv.batching)
         except BaseException:
             backend.close()
             raise
-        return backend, index, load_s, warm_s
+        mv.health["warmup"] = {"ok": True, "detail": f"{warm_s:.3f} s"}
+        return LoadedParts(backend, index, load_s, warm_s)
+
+    def _retire(self, old: Optional[ModelVersion], drain_timeout: float) -> None:
+        """Close a displaced instance once the requests that started on it have finished."""
+        if old is None:
+            return
+
+        async def retire() -> None:
+            if not await old.drain(drain_timeout):
+                log.warning("model %s version %s: %d requests still running on the replaced instance after "
+                            "%.0f s; closing it", old.name, old.version, old.in_flight, drain_timeout)
+            await old.close()
+
+        task = asyncio.get_running_loop().create_task(retire(), name=f"retire-{old.name}-{old.version}")
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     async def unload_version(self, name: str, version: str, *, drain_timeout: float = 30.0) -> ModelVersion:
         """Take a version out of routing, let its in-flight requests finish, then free it."""
@@ -406,6 +462,7 @@ class ServingState:
     async def close(self) -> None:
         for task in list(self._background):
             task.cancel()
+        await self.wait_retired()
         for mv in list(self._versions.values()):
             await mv.close()
         self._versions.clear()

@@ -1,6 +1,6 @@
 """Scrape latency of the exporter's /metrics over HTTP.
 
-1. With the fake NVML (tests/support/fake_nvml.py) and N GPUs: median and p95 of a full scrape that
+1. With the fake NVML (devstack/fake_nvml.py) and N GPUs: median and p95 of a full scrape that
    makes a fresh NVML pass each time (max_age 0), i.e. the exporter's own overhead.
 2. When an NVIDIA GPU and nvidia-smi are present: the same with the real NVML, against the wall time
    of `nvidia-smi --query-gpu=... --format=csv` (what nvidia-smi-based exporters pay per scrape),
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.gpus < 1 or args.scrapes < 1:
         parser.error("--gpus and --scrapes must be >= 1")
 
-    from tests.support.fake_nvml import FakeGPU, FakeNVML, FakeProcess
+    from devstack.fake_nvml import FakeGPU, FakeNVML, FakeProcess
 
     print("figures measured under contention unless re-run on a quiet machine")
     fake = FakeNVML([FakeGPU(processes=[FakeProcess(1000 + i, 2**30)]) for i in range(args.gpus)])

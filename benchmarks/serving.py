@@ -174,7 +174,7 @@ async def closed_loop(port: int, queries: list[str], concurrency: int, duration:
 def http_phase(args, queries: list[str], *, batching: bool, max_batch_size: int, instances: int,
                workdir: Path) -> dict:
     from devstack.processes import running
-    from tests.support.server import start_inference_server
+    from devstack.components import start_inference_server
 
     overrides = {
         "server": {"request_timeout_ms": 30000},

@@ -10,26 +10,22 @@ group and stops them all (TERM, then KILL) so nothing outlives the stack.
 from __future__ import annotations
 
 import copy
-import ctypes
 import dataclasses
 import json
 import os
 import re
 import secrets as pysecrets
 import shutil
-import signal
 import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from devstack.processes import REPO_ROOT, ManagedProcess, spawn
 
 # Hostnames used in the compose network (docker-compose.yml), by the service they name.
 COMPOSE_HOSTS = ("inference-server", "exporter", "loadgen", "prometheus", "alertmanager", "grafana", "mailpit",
@@ -271,37 +267,6 @@ def render_grafana_provisioning(out_dir: Path, ports: Ports, *, source: Path = R
 
 # -- processes -----------------------------------------------------------------------------------
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _child_setup() -> None:
-    """In the child: its own process group, and SIGTERM when the supervisor dies (Linux), so no
-    component is orphaned even if the supervisor is killed with SIGKILL."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
-
-
-@dataclass
-class Child:
-    name: str
-    proc: subprocess.Popen
-    log_path: Path
-    url: Optional[str] = None
-    ready_url: Optional[str] = None
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def log_tail(self, n: int = 30) -> str:
-        try:
-            lines = self.log_path.read_text(errors="replace").splitlines()
-        except OSError:
-            return ""
-        return "\n".join(lines[-n:])
-
 
 @dataclass
 class Supervisor:
@@ -309,80 +274,31 @@ class Supervisor:
 
     log_dir: Path
     pid_file: Optional[Path] = None  # {name: pid} of the running components, for operators and tests
-    children: list[Child] = field(default_factory=list)
+    children: list[ManagedProcess] = field(default_factory=list)
 
     def start(self, name: str, argv: list[str], *, env: Optional[Mapping[str, str]] = None,
-              cwd: Path = REPO_ROOT, url: Optional[str] = None, ready_url: Optional[str] = None) -> Child:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+              cwd: Path = REPO_ROOT, url: Optional[str] = None, ready_url: Optional[str] = None) -> ManagedProcess:
         log_path = self.log_dir / f"{name}.log"
-        log = open(log_path, "wb")
-        full_env = dict(os.environ)
-        full_env.update(env or {})
-        try:
-            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    cwd=cwd, env=full_env, start_new_session=True, preexec_fn=_child_setup)
-        finally:
-            log.close()
-        child = Child(name, proc, log_path, url, ready_url)
+        proc = spawn(argv, log_path, cwd=cwd, env={**os.environ, **(env or {})})
+        child = ManagedProcess(proc=proc, url=url or "", workdir=self.log_dir, log_path=log_path, name=name,
+                               ready_url=ready_url)
         self.children.append(child)
         if self.pid_file is not None:
             self.pid_file.write_text(json.dumps({c.name: c.proc.pid for c in self.children}, indent=1) + "\n")
         return child
 
-    def exited(self) -> list[Child]:
+    def exited(self) -> list[ManagedProcess]:
         return [c for c in self.children if not c.alive()]
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM every process group (newest first), wait, then SIGKILL what is left."""
         for child in reversed(self.children):
-            _signal_group(child.proc, signal.SIGTERM)
+            child.terminate()
         deadline = time.monotonic() + timeout
         for child in reversed(self.children):
-            remaining = max(0.1, deadline - time.monotonic())
             try:
-                child.proc.wait(timeout=remaining)
+                child.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 pass
         for child in self.children:
-            # The leader may be gone while a grandchild lingers in its group: KILL the group regardless.
-            _signal_group(child.proc, signal.SIGKILL)
-            try:
-                child.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-
-
-def _signal_group(proc: subprocess.Popen, sig: int) -> None:
-    try:
-        os.killpg(proc.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def wait_http(url: str, timeout: float, child: Optional[Child] = None, ok: Callable[[int], bool] = lambda s: s == 200) -> None:
-    """Poll `url` until it answers with an accepted status; fail early if `child` exits."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        if child is not None and not child.alive():
-            raise RuntimeError(f"{child.name} exited with {child.proc.returncode} before {url} answered:\n"
-                               f"{child.log_tail()}")
-        try:
-            with urllib.request.urlopen(url, timeout=3) as resp:
-                if ok(resp.status):
-                    return
-                last = resp.status
-        except urllib.error.HTTPError as exc:
-            last = exc.code
-        except (urllib.error.URLError, ConnectionError, OSError) as exc:
-            last = exc
-        time.sleep(0.25)
-    raise TimeoutError(f"{url} did not become ready within {timeout:.0f}s (last: {last})")
-
-
-def find_binary(*names: str) -> Optional[str]:
-    for name in names:
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
+            child.kill()

@@ -1,13 +1,18 @@
-"""Start and stop real Prometheus and Alertmanager processes on 127.0.0.1 for tests.
+"""The one process supervisor: start child processes with their logs, wait until they answer, stop them.
 
-One place owns the details (free ports, data dirs, readiness polling, teardown) so every test that
-needs a live Prometheus or Alertmanager gets the same, reliable behaviour.
+`make run` (devstack.localstack), the tests and the benchmarks all start processes through here, so
+the details (own process group, SIGTERM when the parent dies, free ports, readiness polling, group
+teardown) behave the same everywhere. Also: Prometheus and Alertmanager launchers for throwaway
+instances on 127.0.0.1.
 """
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -15,9 +20,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
-
-import pytest
+from typing import Callable, Iterator, Mapping, Optional
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,33 +40,66 @@ def find_binary(*names: str) -> str | None:
     return None
 
 
-def require_binary(*names: str) -> str:
-    """The first binary found, or a skip (outside CI) / failure (in CI) naming what is missing."""
-    import os
+class MissingBinary(RuntimeError):
+    """None of the named programs is on PATH."""
 
+
+def require_binary(*names: str) -> str:
+    """The first of `names` found on PATH; `MissingBinary` naming them all otherwise."""
     path = find_binary(*names)
     if path is None:
-        msg = f"none of {names} on PATH; run `make tools`"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
+        raise MissingBinary(f"none of {names} on PATH; run `make tools`")
     return path
 
 
-def wait_http_ok(url: str, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> None:
+_PR_SET_PDEATHSIG = 1
+
+
+def _child_setup() -> None:
+    """In the child: SIGTERM when the parent dies (Linux), so no component outlives a killed supervisor."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+def spawn(argv: list[str], log_path: Path, *, cwd: Path, env: Optional[Mapping[str, str]] = None) -> subprocess.Popen:
+    """Start `argv` as the leader of its own process group, output to `log_path`, no stdin."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd,
+                                env=dict(env) if env is not None else None, start_new_session=True,
+                                preexec_fn=_child_setup)
+
+
+def signal_group(proc: subprocess.Popen, sig: int) -> None:
+    """Send `sig` to the process group `proc` leads (it and whatever it started)."""
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def wait_http(url: str, timeout: float, child: Optional["ManagedProcess"] = None, ok: Callable[[int], bool] = lambda s: s == 200) -> None:
+    """Poll `url` until it answers with an accepted status; fail early if `child` exits."""
     deadline = time.monotonic() + timeout
-    last: Exception | None = None
+    last: object = None
     while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
+        if child is not None and not child.alive():
+            raise RuntimeError(f"{child.name} exited with {child.proc.returncode} before {url} answered:\n"
+                               f"{child.log_tail()}")
         try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                if resp.status == 200:
+            with urllib.request.urlopen(url, timeout=3) as resp:
+                if ok(resp.status):
                     return
+                last = resp.status
+        except urllib.error.HTTPError as exc:
+            last = exc.code
         except (urllib.error.URLError, ConnectionError, OSError) as exc:
             last = exc
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} did not answer 200 within {timeout}s: {last}")
+        time.sleep(0.25)
+    raise TimeoutError(f"{url} did not become ready within {timeout:.0f}s (last: {last})")
 
 
 def http_json(url: str, data: dict | None = None, timeout: float = 10.0) -> dict:
@@ -75,25 +111,45 @@ def http_json(url: str, data: dict | None = None, timeout: float = 10.0) -> dict
 
 @dataclass
 class ManagedProcess:
-    """A child process with its log file; stop() terminates it and waits."""
+    """A child process (leader of its own process group) with its log; stop() ends the whole group."""
 
     proc: subprocess.Popen
     url: str
     workdir: Path
     log_path: Path
     extra: dict = field(default_factory=dict)
+    name: str = ""
+    ready_url: Optional[str] = None
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def stop(self) -> None:
+    def log_tail(self, n: int = 30) -> str:
+        return "\n".join(self.log().splitlines()[-n:])
+
+    def terminate(self) -> None:
+        signal_group(self.proc, signal.SIGTERM)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM the group, wait up to `timeout`, then SIGKILL whatever of the group is left."""
         if self.proc.poll() is None:
-            self.proc.terminate()
+            self.terminate()
             try:
-                self.proc.wait(timeout=10)
+                self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+                pass
+        self.kill()
+
+    def kill(self) -> None:
+        # The leader may be gone while a grandchild lingers in its group: KILL the group regardless.
+        signal_group(self.proc, signal.SIGKILL)
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
 
 
 class Prometheus(ManagedProcess):
@@ -143,12 +199,12 @@ def launch(
 
     If it does not answer in time it is stopped and the error carries the end of its log.
     """
+    workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / f"{what.lower().replace(' ', '_')}.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=cwd or workdir, env=env)
-    managed = cls(proc=proc, url=url, workdir=workdir, log_path=log_path, extra=extra or {})
+    proc = spawn(args, log_path, cwd=cwd or workdir, env=env)
+    managed = cls(proc=proc, url=url, workdir=workdir, log_path=log_path, extra=extra or {}, name=what)
     try:
-        wait_http_ok(f"{url}{ready_path}", timeout=timeout, proc=proc)
+        wait_http(f"{url}{ready_path}", timeout, managed)
     except Exception:
         managed.stop()
         raise RuntimeError(f"{what} did not become ready:\n{managed.log()[-4000:]}")

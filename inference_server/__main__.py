@@ -54,19 +54,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(yaml.safe_dump(config_to_dict(config), sort_keys=False), end="")
         return 0
 
-    from aiohttp import web
+    from inference_server.api.app import serve
 
-    from inference_server.api.app import create_app
-
-    app = create_app(config)
-    web.run_app(
-        app,
-        host=config.server.host,
-        port=config.server.port,
-        access_log=logging.getLogger("aiohttp.access") if config.server.access_log else None,
-        print=lambda msg: logging.getLogger("inference_server").info(msg.strip()),
-        handle_signals=True,
-    )
+    serve(config)
     return 0
 
 

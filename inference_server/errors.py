@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from aiohttp import web
-
-__all__ = ["ApiError", "REJECTION_REASONS", "error_body", "error_response"]
+__all__ = ["ApiError", "REJECTION_REASONS", "error_body"]
 
 REJECTION_REASONS = frozenset(
     {
@@ -76,10 +74,3 @@ def error_body(code: str, message: str, field: Optional[str] = None) -> dict:
     if field is not None:
         error["field"] = field
     return {"error": error}
-
-
-def error_response(exc: ApiError) -> web.Response:
-    headers = dict(exc.headers)
-    if exc.retry_after is not None:
-        headers["Retry-After"] = str(exc.retry_after)
-    return web.json_response(error_body(exc.code, exc.message, exc.field), status=exc.status, headers=headers)

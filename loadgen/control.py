@@ -5,18 +5,19 @@
 """
 from __future__ import annotations
 
-import hmac
 import json
 from typing import Optional
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from inference_server.api.auth import BearerAuth
+from inference_server.errors import ApiError
 from loadgen.config import ConfigError, ScenarioConfig, build_dataclass
 from loadgen.runner import Simulator
 
 SIMULATOR = web.AppKey("simulator", Simulator)
-ADMIN_TOKEN = web.AppKey("admin_token", Optional[str])
+AUTH = web.AppKey("auth", BearerAuth)
 
 
 def error(status: int, code: str, message: str) -> web.Response:
@@ -47,12 +48,11 @@ async def list_scenarios(request: web.Request) -> web.Response:
 
 
 async def start_scenario(request: web.Request) -> web.Response:
-    token = request.app[ADMIN_TOKEN]
-    header = request.headers.get("Authorization", "")
-    if not header.startswith("Bearer "):
-        return error(401, "unauthorized", "missing bearer token")
-    if token is None or not hmac.compare_digest(header[7:].encode(), token.encode()):
-        return error(403, "forbidden", "wrong token")
+    try:
+        request.app[AUTH].check(request)
+    except ApiError as exc:
+        return web.json_response({"error": {"code": exc.code, "message": exc.message}}, status=exc.status,
+                                 headers=exc.headers)
     try:
         data = json.loads(await request.read())
     except (ValueError, UnicodeDecodeError):
@@ -76,7 +76,7 @@ async def start_scenario(request: web.Request) -> web.Response:
 def create_app(sim: Simulator, admin_token: Optional[str]) -> web.Application:
     app = web.Application(client_max_size=64 * 1024)
     app[SIMULATOR] = sim
-    app[ADMIN_TOKEN] = admin_token
+    app[AUTH] = BearerAuth(admin_token.encode() if admin_token else None, "loadgen-drills")
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/status", status)
     app.router.add_get("/v1/scenarios", list_scenarios)

@@ -30,13 +30,12 @@ sys.path.insert(0, str(REPO_ROOT))
 from devstack.localstack import (  # noqa: E402  (after the sys.path line above)
     Ports,
     Supervisor,
-    find_binary,
     render_alertmanager,
     render_grafana_provisioning,
     render_prometheus,
-    wait_http,
     write_local_secrets,
 )
+from devstack.processes import find_binary, wait_http  # noqa: E402
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:

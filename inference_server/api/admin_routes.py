@@ -9,24 +9,23 @@ counted in `inference_admin_actions_total{action, outcome}`.
 """
 from __future__ import annotations
 
-import hmac
 import logging
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
 from aiohttp import web
 
 from inference_server.config import ConfigError, register_section
 from inference_server.lifecycle.faults import FaultError
-from inference_server.lifecycle.manager import LIFECYCLE, ModelLifecycle
+from inference_server.api.context import LIFECYCLE
+from inference_server.lifecycle.manager import ModelLifecycle
+from inference_server.api.auth import BearerAuth, read_secret
 from inference_server.api.context import CONFIG, REQUEST_CONTEXT, RouteSpec, add_route
 from inference_server.errors import ApiError
 from inference_server.api.schema import Array, Integer, Number, Object, Prop, String
 from inference_server.api.validation import read_json
 
-__all__ = ["ADMIN_AUTH", "AdminAuth", "AdminConfig", "add_admin_routes", "read_secret"]
+__all__ = ["ADMIN_AUTH", "AdminConfig", "add_admin_routes"]
 
 log = logging.getLogger(__name__)
 
@@ -55,51 +54,7 @@ class AdminConfig:
 register_section("admin", AdminConfig)
 
 
-def read_secret(file: Optional[str], env: str, what: str) -> Optional[bytes]:
-    """A secret from `file` (stripped) when set, else from the environment variable `env`, else None."""
-    if file:
-        try:
-            value = Path(file).expanduser().read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(what, f"cannot read {file!r}: {exc.strerror or exc}") from exc
-        if not value:
-            raise ConfigError(what, f"{file!r} is empty")
-        return value.encode()
-    value = os.environ.get(env, "").strip()
-    return value.encode() if value else None
-
-
-class AdminAuth:
-    """Checks `Authorization: Bearer <token>` against one secret in constant time."""
-
-    def __init__(self, token: Optional[bytes], realm: str) -> None:
-        self._token = token
-        self.realm = realm
-
-    @property
-    def enabled(self) -> bool:
-        return self._token is not None
-
-    def check(self, request: web.Request) -> None:
-        """Raise 401/403 ApiError unless the request carries the right bearer token."""
-        if self._token is None:
-            raise ApiError(403, "forbidden", f"the {self.realm} API is disabled: no token is configured")
-        header = request.headers.get("Authorization")
-        challenge = {"WWW-Authenticate": f'Bearer realm="{self.realm}"'}
-        if header is None:
-            raise ApiError(401, "unauthorized", "missing Authorization header; send 'Authorization: Bearer <token>'",
-                           headers=challenge)
-        scheme, _, credentials = header.strip().partition(" ")
-        credentials = credentials.strip()
-        if scheme.lower() != "bearer" or not credentials or " " in credentials:
-            raise ApiError(401, "unauthorized", "malformed Authorization header; expected 'Bearer <token>'",
-                           headers={"WWW-Authenticate": f'Bearer realm="{self.realm}", error="invalid_request"'})
-        if not hmac.compare_digest(credentials.encode("utf-8", "surrogateescape"), self._token):
-            raise ApiError(403, "forbidden", "the bearer token is not valid for this server",
-                           headers={"WWW-Authenticate": f'Bearer realm="{self.realm}", error="invalid_token"'})
-
-
-ADMIN_AUTH = web.AppKey("admin_auth", AdminAuth)
+ADMIN_AUTH = web.AppKey("admin_auth", BearerAuth)
 
 TRAFFIC_BODY = Object([
     Prop("weights", Object([], additional=True, title="Weights",
@@ -253,7 +208,7 @@ async def clear_faults(request: web.Request, lc: ModelLifecycle) -> web.Response
 def add_admin_routes(app: web.Application) -> None:
     """Register /v1/admin/*; the token is read once here."""
     cfg: AdminConfig = app[CONFIG].section("admin")
-    app[ADMIN_AUTH] = AdminAuth(read_secret(cfg.token_file, cfg.token_env, "admin.token_file"), "inference-admin")
+    app[ADMIN_AUTH] = BearerAuth(read_secret(cfg.token_file, cfg.token_env, "admin.token_file"), "inference-admin")
     security = [{"bearerAuth": []}]
     auth_errors = (401, 403)
     base = "/v1/admin/models/{name}"

@@ -21,8 +21,10 @@ from typing import Any
 
 from aiohttp import web
 
-from inference_server.api.admin_routes import AdminAuth, AdminConfig, read_secret
-from inference_server.lifecycle.manager import LIFECYCLE, ModelLifecycle
+from inference_server.api.admin_routes import AdminConfig
+from inference_server.api.auth import BearerAuth, read_secret
+from inference_server.api.context import LIFECYCLE
+from inference_server.lifecycle.manager import ModelLifecycle
 from inference_server.api.context import CONFIG, REQUEST_CONTEXT, RouteSpec, add_route
 from inference_server.errors import ApiError
 from inference_server.api.validation import read_json
@@ -31,7 +33,7 @@ __all__ = ["ALERTS_AUTH", "add_alert_routes", "parse_payload"]
 
 log = logging.getLogger(__name__)
 
-ALERTS_AUTH = web.AppKey("alerts_auth", AdminAuth)
+ALERTS_AUTH = web.AppKey("alerts_auth", BearerAuth)
 MAX_ALERTS = 1000
 
 
@@ -121,7 +123,7 @@ def add_alert_routes(app: web.Application) -> None:
     token = read_secret(cfg.alerts_token_file, cfg.alerts_token_env, "admin.alerts_token_file")
     if token is None:
         token = read_secret(cfg.token_file, cfg.token_env, "admin.token_file")
-    app[ALERTS_AUTH] = AdminAuth(token, "inference-alerts")
+    app[ALERTS_AUTH] = BearerAuth(token, "inference-alerts")
     add_route(app, RouteSpec("POST", "/v1/alerts", receive_alerts, "alerts",
                              "Alertmanager webhook (payload v4): firing action=\"rollback\" alerts drain a version",
                              tag="admin", response_schema={"type": "object"}, error_statuses=(400, 401, 403, 415),

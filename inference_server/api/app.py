@@ -23,10 +23,11 @@ from inference_server.config import AppConfig
 from inference_server.api.admin_routes import add_admin_routes
 from inference_server.api.alerts_routes import add_alert_routes
 from inference_server.api.feedback_routes import add_feedback_routes
-from inference_server.lifecycle.manager import LIFECYCLE, ModelLifecycle, lifecycle_context
+from inference_server.lifecycle.manager import ModelLifecycle
 
 from inference_server.api.context import (
     CONFIG,
+    LIFECYCLE,
     METRICS,
     REQUEST_LOG,
     ROUTE_SPECS,
@@ -162,3 +163,25 @@ def install_lifecycle(app: web.Application, initial_load: dict) -> ModelLifecycl
     add_alert_routes(app)
     app.cleanup_ctx.append(lifecycle_context)
     return lifecycle
+
+
+async def lifecycle_context(app: web.Application) -> AsyncIterator[None]:
+    """Cleanup context: stop the lifecycle's background work and close the feedback join windows."""
+    try:
+        yield
+    finally:
+        lifecycle = app.get(LIFECYCLE)
+        if lifecycle is not None:
+            await lifecycle.close()
+
+
+def serve(config: AppConfig) -> None:
+    """Run the server until SIGINT/SIGTERM (the CLI's last step)."""
+    web.run_app(
+        create_app(config),
+        host=config.server.host,
+        port=config.server.port,
+        access_log=logging.getLogger("aiohttp.access") if config.server.access_log else None,
+        print=lambda msg: logging.getLogger("inference_server").info(msg.strip()),
+        handle_signals=True,
+    )

@@ -16,6 +16,7 @@ from typing import Any, Awaitable, Callable, Optional
 from aiohttp import web
 
 from inference_server.config import AppConfig
+from inference_server.lifecycle.manager import ModelLifecycle
 
 from inference_server.serving.metrics import ENDPOINTS, ServerMetrics
 from inference_server.serving.request_log import RequestLog
@@ -25,6 +26,7 @@ from inference_server.api.validation import RequestSchemas
 
 __all__ = [
     "CONFIG",
+    "LIFECYCLE",
     "METRICS",
     "REQUEST_CONTEXT",
     "REQUEST_LOG",
@@ -84,6 +86,7 @@ REQUEST_LOG = web.AppKey("request_log", RequestLog)
 SCHEMAS = web.AppKey("schemas", RequestSchemas)
 ROUTE_SPECS = web.AppKey("route_specs", list)
 REQUEST_CONTEXT = web.RequestKey("request_context", RequestContext)
+LIFECYCLE = web.AppKey("lifecycle", ModelLifecycle)
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from inference_server.lifecycle.feedback import EVENT_TYPES
-from inference_server.lifecycle.manager import LIFECYCLE
+from inference_server.api.context import LIFECYCLE
 from inference_server.api.context import CONFIG, RouteSpec, add_route
 from inference_server.errors import ApiError
 from inference_server.api.validation import read_json

@@ -22,7 +22,7 @@ from inference_server.api.context import (
     request_id_from,
     route_spec_for,
 )
-from inference_server.errors import INTERNAL_ERROR, REJECTION_REASONS, ApiError, error_body, error_response
+from inference_server.errors import INTERNAL_ERROR, REJECTION_REASONS, ApiError, error_body
 
 __all__ = ["observe_requests"]
 
@@ -118,3 +118,10 @@ async def observe_requests(request: web.Request, handler) -> web.StreamResponse:
             error=ctx.error_code,
         )
     return response
+
+
+def error_response(exc: ApiError) -> web.Response:
+    headers = dict(exc.headers)
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(exc.retry_after)
+    return web.json_response(error_body(exc.code, exc.message, exc.field), status=exc.status, headers=headers)

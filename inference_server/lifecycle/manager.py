@@ -19,9 +19,8 @@ import functools
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Iterable, Optional
+from typing import Any, Iterable, Optional
 
-from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -61,7 +60,7 @@ from inference_server.serving.state import (
 )
 from inference_server.serving.traffic import Split, TrafficError, TrafficRouter
 
-__all__ = ["LIFECYCLE", "HealthCheckFailed", "ModelLifecycle", "TrafficConfig", "lifecycle_context"]
+__all__ = ["HealthCheckFailed", "ModelLifecycle", "TrafficConfig"]
 
 log = logging.getLogger(__name__)
 
@@ -588,16 +587,3 @@ class ModelLifecycle:
             log.error("model %s version %s failed its periodic golden check (%s); still serving: no other "
                       "version is ready", mv.name, mv.version, result.detail)
         return result
-
-
-LIFECYCLE = web.AppKey("lifecycle", ModelLifecycle)
-
-
-async def lifecycle_context(app: web.Application) -> AsyncIterator[None]:
-    """Cleanup context: stop background work and close the feedback join windows at shutdown."""
-    try:
-        yield
-    finally:
-        lifecycle = app.get(LIFECYCLE)
-        if lifecycle is not None:
-            await lifecycle.close()

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from devstack.processes import require_binary, start_prometheus
+from devstack.processes import start_prometheus
+from tests.support.binaries import require_binary
 
 STEP = 60
 POINTS = 360  # six hours at one-minute steps

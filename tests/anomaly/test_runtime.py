@@ -17,9 +17,10 @@ from exporter.anomaly.config import JobConfig, parse_anomaly_config
 from exporter.anomaly.job import JobState
 from exporter.anomaly.reader import PrometheusReader, RangeSeries, SourceError
 from exporter.config import ConfigError
-from devstack.processes import free_port, require_binary
+from devstack.processes import free_port
 
 from .conftest import POINTS, STEP
+from tests.support.binaries import require_binary
 
 JOB = {"name": "latency", "query": "demo_latency_seconds", "detector": "robust_zscore",
        "params": {"period": "auto", "window": 30}, "step": STEP, "fit_window": POINTS * STEP,

@@ -5,8 +5,8 @@ import subprocess
 
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
+from tests.support.binaries import require_binary
 
-from devstack.processes import require_binary
 
 EXPECTED = {
     # name: (type, label names)

@@ -1,11 +1,11 @@
-"""The real process: `python -m inference_server` via tests.support.server, as other suites use it."""
+"""The real process: `python -m inference_server` via devstack.components, as other suites use it."""
 from __future__ import annotations
 
 import json
 import urllib.request
 
 from devstack.processes import http_json, running
-from tests.support.server import start_inference_server
+from devstack.components import start_inference_server
 
 
 def test_server_process_serves_and_stops_cleanly(tmp_path, embedding_cache):

@@ -20,7 +20,7 @@ from prometheus_client import disable_created_metrics
 
 from exporter.app import create_app
 from exporter.config import load_config
-from tests.support.fake_nvml import FakeGPU, FakeNVML
+from devstack.fake_nvml import FakeGPU, FakeNVML
 
 HW_SLOWDOWN = 0x8
 

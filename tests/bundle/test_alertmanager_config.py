@@ -13,7 +13,8 @@ import yaml
 
 from tests.bundle import bundle
 from tests.bundle.sinks import start_http_sink, start_smtp_sink
-from devstack.processes import free_port, require_binary, running, start_alertmanager
+from devstack.processes import free_port, running, start_alertmanager
+from tests.support.binaries import require_binary
 
 LOCAL = bundle.ALERTMANAGER_DIR / "alertmanager.yml"
 DOCKER = bundle.ALERTMANAGER_DIR / "alertmanager.docker.yml"

@@ -6,7 +6,6 @@ Alertmanager and itself while traffic is driven; then every recording rule and e
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 import urllib.error
@@ -27,13 +26,13 @@ from devstack.processes import (
     ManagedProcess,
     free_port,
     http_json,
+    launch,
     running,
     start_alertmanager,
     start_prometheus,
-    wait_http_ok,
 )
 
-server_support = pytest.importorskip("tests.support.server", reason="serving-core's test helper is missing")
+server_support = pytest.importorskip("devstack.components", reason="serving-core's test helper is missing")
 
 pytestmark = pytest.mark.slow
 
@@ -85,17 +84,9 @@ def _start_fake_gpu_exporter(workdir: Path, prometheus_url: str) -> ManagedProce
     }
     cfg_path = workdir / "exporter.yaml"
     cfg_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    log_path = workdir / "exporter.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.bundle.fake_gpu_exporter", "--config", str(cfg_path), "--port", str(port)],
-            stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
-    exporter = ManagedProcess(proc=proc, url=f"http://127.0.0.1:{port}", workdir=workdir, log_path=log_path)
-    try:
-        wait_http_ok(f"{exporter.url}/healthz", timeout=60, proc=proc)
-    except Exception:
-        exporter.stop()
-        raise RuntimeError(f"fake-GPU exporter did not start:\n{exporter.log()[-4000:]}")
+    exporter = launch("exporter", [sys.executable, "-m", "tests.bundle.fake_gpu_exporter", "--config", str(cfg_path),
+                                   "--port", str(port)],
+                      workdir=workdir, url=f"http://127.0.0.1:{port}", ready_path="/healthz", timeout=60, cwd=REPO_ROOT)
     return exporter
 
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from tests.bundle import bundle
-from devstack.processes import require_binary
+from tests.support.binaries import require_binary
 
 SEVERITIES = {"critical", "warning", "info"}
 SERVICES = {"inference-server", "business", "model-quality", "gpu", "exporter", "anomaly", "monitoring"}

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from devstack.processes import REPO_ROOT, require_binary
+from devstack.processes import REPO_ROOT
+from tests.support.binaries import require_binary
 
 COMPOSE = REPO_ROOT / "docker-compose.yml"
 ENV = {"GRAFANA_ADMIN_PASSWORD": "test-only-password"}

@@ -19,7 +19,7 @@ from devstack.localstack import (
     rewrite_hosts,
     write_local_secrets,
 )
-from devstack.processes import require_binary
+from tests.support.binaries import require_binary
 
 PORTS = Ports(server=18000, exporter=19400, loadgen=19500, prometheus=19090, alertmanager=19093,
               grafana=13000, smtp=11025, sinks=18025)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 import urllib.error
@@ -25,16 +24,10 @@ import yaml
 
 from devstack.localstack import Ports, render_alertmanager, render_prometheus, write_local_secrets
 from tests.e2e.shorten import ALERTMANAGER_ROUTE_TIMING, PROMETHEUS_FLAGS, PROMETHEUS_GLOBAL, shorten_rules
-from tests.support.exporter import start_exporter
-from devstack.processes import (
-    REPO_ROOT,
-    ManagedProcess,
-    require_binary,
-    start_alertmanager,
-    start_prometheus,
-    wait_http_ok,
-)
-from tests.support.server import start_inference_server
+from devstack.components import start_exporter
+from devstack.processes import REPO_ROOT, ManagedProcess, launch, start_alertmanager, start_prometheus
+from devstack.components import start_inference_server
+from tests.support.binaries import require_binary
 
 pytestmark = pytest.mark.slow
 
@@ -134,18 +127,10 @@ class Stack:
 
 
 def _start_process(argv: list[str], workdir: Path, name: str, ready_url: str, timeout: float) -> ManagedProcess:
-    workdir.mkdir(parents=True, exist_ok=True)
-    log_path = workdir / f"{name}.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    managed = ManagedProcess(proc=proc, url=ready_url, workdir=workdir, log_path=log_path)
-    try:
-        wait_http_ok(ready_url, timeout=timeout, proc=proc)
-    except Exception:
-        managed.stop()
-        raise RuntimeError(f"{name} did not start:\n{managed.log()[-3000:]}")
-    return managed
+    base, _, path = ready_url.partition("://")
+    host, _, rest = path.partition("/")
+    return launch(name, argv, workdir=workdir, url=f"{base}://{host}", ready_path="/" + rest, timeout=timeout,
+                  cwd=REPO_ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
 def server_overrides(wd: Path, secrets: dict[str, Path]) -> dict[str, Any]:

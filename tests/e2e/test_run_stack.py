@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from devstack.processes import REPO_ROOT, require_binary
+from devstack.processes import REPO_ROOT
+from tests.support.binaries import require_binary
 
 pytestmark = pytest.mark.slow
 RUN_STACK = REPO_ROOT / "scripts" / "run_stack.py"

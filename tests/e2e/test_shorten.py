@@ -6,7 +6,7 @@ import yaml
 
 from devstack.localstack import Ports, render_prometheus
 from tests.e2e.shorten import FAST_FOR, PROMETHEUS_GLOBAL, parse_duration, scale_windows, shorten_rules
-from devstack.processes import require_binary
+from tests.support.binaries import require_binary
 
 
 @pytest.mark.parametrize("expr, expected", [

@@ -11,7 +11,7 @@ from exporter.config import NvmlConfig
 from exporter.nvml.collector import NvmlCollector
 from exporter.nvml.sampler import NvmlSampler
 from exporter.nvml.snapshot import Snapshot
-from devstack.processes import require_binary
+from tests.support.binaries import require_binary
 
 
 class FakeClock:

@@ -9,7 +9,7 @@ from prometheus_client.core import GaugeMetricFamily
 from exporter.app import create_app
 from exporter.config import ExporterConfig, build_dataclass
 from tests.exporter.conftest import promtool_check, value
-from tests.support.fake_nvml import FakeNVML
+from devstack.fake_nvml import FakeNVML
 
 
 def config(**nvml) -> ExporterConfig:

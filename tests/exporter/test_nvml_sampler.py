@@ -10,7 +10,7 @@ import pytest
 from exporter.nvml.processes import process_name
 from exporter.nvml.sampler import CLOCK_EVENT_REASONS
 from tests.exporter.conftest import promtool_check, render, samples, value
-from tests.support.fake_nvml import GiB, FakeGPU, FakeMigDevice, FakeNVML, FakeProcess
+from devstack.fake_nvml import GiB, FakeGPU, FakeMigDevice, FakeNVML, FakeProcess
 
 UUID0 = "GPU-00000000-0000-0000-0000-000000000000"
 UUID1 = "GPU-00000001-0000-0000-0000-000000000001"

@@ -7,7 +7,7 @@ import urllib.error
 import urllib.request
 
 from tests.exporter.conftest import promtool_check, samples, value
-from tests.support.exporter import start_exporter
+from devstack.components import start_exporter
 from devstack.processes import REPO_ROOT, running
 
 

@@ -22,7 +22,7 @@ os.environ.setdefault("INFERENCE_SERVER_USER_ID_SALT", "test-salt")
 
 from inference_server.api.app import INITIAL_LOAD, create_app  # noqa: E402
 from inference_server.config import parse_config  # noqa: E402
-from inference_server.lifecycle.manager import LIFECYCLE  # noqa: E402
+from inference_server.api.context import LIFECYCLE  # noqa: E402
 from inference_server.models.backend import EncoderBackend, ModelSpec  # noqa: E402
 from inference_server.models.registry import create_backend  # noqa: E402
 from inference_server.api.context import METRICS, SERVING_STATE  # noqa: E402

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 
 from tests.lifecycle.conftest import ADMIN_TOKEN, sample
-from devstack.processes import require_binary
+from tests.support.binaries import require_binary
 
 ADMIN_ROUTES = [
     ("GET", "/v1/admin/models", None),

@@ -18,8 +18,9 @@ from loadgen.metrics import LoadgenMetrics
 from loadgen.relevance import load_oracle
 from loadgen.runner import Simulator, format_summary
 from loadgen.shopper import simulate_session
-from devstack.processes import REPO_ROOT, free_port, require_binary, running
-from tests.support.server import start_inference_server
+from devstack.processes import REPO_ROOT, free_port, running
+from devstack.components import start_inference_server
+from tests.support.binaries import require_binary
 
 
 ADMIN_TOKEN = "loadgen-test-admin-token"

@@ -1,8 +1,8 @@
-"""Start a real inference server process on 127.0.0.1 for tests (monitoring bundle, end-to-end).
+"""Start the project's own components as child processes on 127.0.0.1: the inference server with a small
+synthetic catalog, and the exporter. Used by the tests, the benchmarks and the bundle's live checks.
 
-`start_inference_server(workdir)` writes a config for a small synthetic catalog (300 products, the
-embedding cache and request log under `workdir`), starts ``python -m inference_server`` and waits
-until `/readyz` answers 200. Use it with `devstack.processes.running` or call `.stop()`.
+On a machine without an NVIDIA driver the exporter reports `nvidia_gpu_nvml_up 0` with
+`reason="library_not_found"` and keeps serving; that is its correct behaviour, not a failure.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import yaml
 
 from devstack.processes import REPO_ROOT, ManagedProcess, free_port, launch
 
-__all__ = ["base_server_config", "start_inference_server"]
+__all__ = ["base_server_config", "start_exporter", "start_inference_server"]
 
 
 def base_server_config(workdir: Path, port: int) -> dict[str, Any]:
@@ -75,3 +75,33 @@ def start_inference_server(
                   workdir=workdir, url=f"http://127.0.0.1:{config['server']['port']}", ready_path="/readyz",
                   timeout=timeout, env=child_env, cwd=REPO_ROOT,
                   extra={"config_path": config_path, "config": config})
+
+
+def start_exporter(
+    workdir: Path,
+    config: dict | None = None,
+    port: int | None = None,
+    *,
+    env: dict[str, str] | None = None,
+    timeout: float = 30.0,
+) -> ManagedProcess:
+    """Run the exporter on 127.0.0.1:`port` (a free one by default) with `config` written to
+    workdir/exporter.yaml (the `server` section is filled in), and wait for /healthz.
+
+    Returns a ManagedProcess: `.url` is the base URL, `.log()` the combined output, `.stop()` ends it.
+    Use `devstack.processes.running(proc)` as a context manager to always stop it.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    cfg = dict(config or {})
+    server = dict(cfg.get("server") or {})
+    server.update(host="127.0.0.1", port=port)
+    cfg["server"] = server
+    cfg_path = workdir / "exporter.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("EXPORTER__")}
+    child_env.update(env or {})
+    child_env.setdefault("PYTHONUNBUFFERED", "1")
+    return launch("exporter", [sys.executable, "-m", "exporter", "--config", str(cfg_path)], workdir=workdir,
+                  url=f"http://127.0.0.1:{port}", ready_path="/healthz", timeout=timeout, env=child_env,
+                  cwd=REPO_ROOT)

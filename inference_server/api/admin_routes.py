@@ -72,36 +72,46 @@ FAULT_BODY = Object([
 ], title="FaultRequest")
 
 
-def _handler(action: str, fn):
-    """Wrap an admin handler: auth, logging and `inference_admin_actions_total`."""
+ADMIN_ACTIONS = web.AppKey("admin_actions", dict)
+
+
+@web.middleware
+async def admin_auth(request: web.Request, handler) -> web.StreamResponse:
+    """The admin sub-app's one middleware: bearer auth, logging and `inference_admin_actions_total`."""
+    lifecycle: ModelLifecycle = request.config_dict[LIFECYCLE]
+    action = request.app[ADMIN_ACTIONS].get(request.match_info.handler, "other")
+    ctx = request[REQUEST_CONTEXT]
+    counter = lifecycle.metrics.admin_actions
+    params = dict(request.match_info)
+    try:
+        request.app[ADMIN_AUTH].check(request)
+    except ApiError as exc:
+        counter.labels(action, exc.code).inc()
+        log.warning("admin %s %s refused (%s) request_id=%s remote=%s", action, params or "", exc.code,
+                    ctx.request_id, request.remote)
+        raise
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        counter.labels(action, "error").inc()
+        log.warning("admin %s %s failed: %s %s request_id=%s", action, params or "", exc.code, exc.message,
+                    ctx.request_id)
+        raise
+    except Exception:
+        counter.labels(action, "error").inc()
+        raise
+    counter.labels(action, "ok").inc()
+    log.info("admin %s %s ok request_id=%s", action, params or "", ctx.request_id)
+    return response
+
+
+def _handler(fn):
+    """An admin handler taking the lifecycle (auth and accounting are the sub-app middleware's job)."""
 
     async def handler(request: web.Request) -> web.Response:
-        lifecycle: ModelLifecycle = request.app[LIFECYCLE]
-        ctx = request[REQUEST_CONTEXT]
-        counter = lifecycle.metrics.admin_actions
-        params = dict(request.match_info)
-        try:
-            request.app[ADMIN_AUTH].check(request)
-        except ApiError as exc:
-            counter.labels(action, exc.code).inc()
-            log.warning("admin %s %s refused (%s) request_id=%s remote=%s", action, params or "", exc.code,
-                        ctx.request_id, request.remote)
-            raise
-        try:
-            response = await fn(request, lifecycle)
-        except ApiError as exc:
-            counter.labels(action, "error").inc()
-            log.warning("admin %s %s failed: %s %s request_id=%s", action, params or "", exc.code, exc.message,
-                        ctx.request_id)
-            raise
-        except Exception:
-            counter.labels(action, "error").inc()
-            raise
-        counter.labels(action, "ok").inc()
-        log.info("admin %s %s ok request_id=%s", action, params or "", ctx.request_id)
-        return response
+        return await fn(request, request.config_dict[LIFECYCLE])
 
-    handler.__name__ = f"admin_{action}"
+    handler.__name__ = fn.__name__
     handler.__doc__ = fn.__doc__
     return handler
 
@@ -119,7 +129,7 @@ def _version(request: web.Request) -> str:
 
 
 async def _body(request: web.Request, schema: Object) -> dict:
-    return schema.validate(await read_json(request, request.app[CONFIG].server.max_body_bytes))
+    return schema.validate(await read_json(request, request.config_dict[CONFIG].server.max_body_bytes))
 
 
 async def list_versions(request: web.Request, lc: ModelLifecycle) -> web.Response:
@@ -206,12 +216,16 @@ async def clear_faults(request: web.Request, lc: ModelLifecycle) -> web.Response
 
 
 def add_admin_routes(app: web.Application) -> None:
-    """Register /v1/admin/*; the token is read once here."""
+    """Mount /v1/admin/* as a sub-app whose one middleware authenticates every route; the token is
+    read once here."""
     cfg: AdminConfig = app[CONFIG].section("admin")
-    app[ADMIN_AUTH] = BearerAuth(read_secret(cfg.token_file, cfg.token_env, "admin.token_file"), "inference-admin")
+    admin = web.Application(middlewares=[admin_auth])
+    admin[ADMIN_AUTH] = BearerAuth(read_secret(cfg.token_file, cfg.token_env, "admin.token_file"), "inference-admin")
+    admin[ADMIN_ACTIONS] = {}
     security = [{"bearerAuth": []}]
     auth_errors = (401, 403)
-    base = "/v1/admin/models/{name}"
+    prefix = "/v1/admin"
+    base = prefix + "/models/{name}"
     routes = [
         ("GET", "/v1/admin/models", "list", list_versions, "List versions, traffic split and faults", None, ()),
         ("POST", base + "/versions/{version}/load", "load", load_version, "Load a model version", None, (404, 409, 422, 503)),
@@ -225,6 +239,10 @@ def add_admin_routes(app: web.Application) -> None:
         ("DELETE", "/v1/admin/faults", "clear_faults", clear_faults, "End the fault drill", None, ()),
     ]
     for method, path, action, fn, summary, schema, errors in routes:
-        add_route(app, RouteSpec(method, path, _handler(action, fn), "admin", summary, tag="admin",
+        handler = _handler(fn)
+        admin[ADMIN_ACTIONS][handler] = action
+        add_route(app, RouteSpec(method, path, handler, "admin", summary, tag="admin",
                                  request_schema=schema, response_schema={"type": "object"},
-                                 error_statuses=auth_errors + tuple(errors), security=security))
+                                 error_statuses=auth_errors + tuple(errors), security=security),
+                  router=admin.router, prefix=prefix)
+    app.add_subapp(prefix, admin)

@@ -91,18 +91,25 @@ LIFECYCLE = web.AppKey("lifecycle", ModelLifecycle)
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
-def add_route(app: web.Application, spec: RouteSpec) -> RouteSpec:
-    """Register `spec.handler` for `spec.method spec.path` and record the spec."""
+def add_route(app: web.Application, spec: RouteSpec, *, router: Optional[web.UrlDispatcher] = None,
+              prefix: str = "") -> RouteSpec:
+    """Register `spec.handler` for `spec.method spec.path` and record the spec on `app`.
+
+    For a route of a sub-app mounted at `prefix`, pass the sub-app's `router`: the route is added
+    there (without the prefix) and the spec, with the full path, is recorded on the main app.
+    """
     if spec.endpoint not in ENDPOINTS:
         raise ValueError(f"endpoint label {spec.endpoint!r} is not one of {ENDPOINTS}")
-    app.router.add_route(spec.method, spec.path, spec.handler)
+    if not spec.path.startswith(prefix):
+        raise ValueError(f"route {spec.path} is not under its sub-app's prefix {prefix}")
+    (router if router is not None else app.router).add_route(spec.method, spec.path[len(prefix):], spec.handler)
     app[ROUTE_SPECS].append(spec)
     return spec
 
 
 def route_spec_for(request: web.Request) -> Optional[RouteSpec]:
     """The spec of the route a request matched, or of a route at its path (405s), or None."""
-    specs: list[RouteSpec] = request.app[ROUTE_SPECS]
+    specs: list[RouteSpec] = request.config_dict[ROUTE_SPECS]
     resource = request.match_info.route.resource
     canonical = resource.canonical if resource is not None else None
     for spec in specs:

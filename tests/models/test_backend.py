@@ -135,3 +135,24 @@ def test_cuda_half_precision_matches_cpu(encoder_backend):
         assert (cosine > 0.99).all()
     finally:
         gpu.close()
+
+
+def test_loading_a_version_does_not_retune_another_versions_threads():
+    """torch's thread count is process-wide: each backend applies its own before each of its passes."""
+    import torch
+
+    before = torch.get_num_threads()
+    v1 = create_backend(ModelSpec(version="1", device="cpu", num_threads=1))
+    v2 = create_backend(ModelSpec(version="2", device="cpu", num_threads=2))
+    try:
+        assert torch.get_num_threads() == before          # loading changed nothing
+        v1.encode(["cordless drill"])
+        assert torch.get_num_threads() == 1
+        v2.encode(["cordless drill"])
+        assert torch.get_num_threads() == 2
+        v1.encode(["cordless drill"])
+        assert torch.get_num_threads() == 1 and v1.threads == 1 and v2.threads == 2
+    finally:
+        v1.close()
+        v2.close()
+        torch.set_num_threads(before)

@@ -25,7 +25,7 @@ from inference_server.api.admin_routes import AdminAuth, AdminConfig, read_secre
 from inference_server.lifecycle.manager import LIFECYCLE, ModelLifecycle
 from inference_server.api.context import CONFIG, REQUEST_CONTEXT, RouteSpec, add_route
 from inference_server.errors import ApiError
-from inference_server.api.validation import read_json
+from inference_server.api.schemas import read_json
 
 __all__ = ["ALERTS_AUTH", "add_alert_routes", "parse_payload"]
 
@@ -117,7 +117,7 @@ async def receive_alerts(request: web.Request) -> web.Response:
 
 
 def add_alert_routes(app: web.Application) -> None:
-    cfg: AdminConfig = app[CONFIG].section("admin")
+    cfg: AdminConfig = app[CONFIG].admin
     token = read_secret(cfg.alerts_token_file, cfg.alerts_token_env, "admin.alerts_token_file")
     if token is None:
         token = read_secret(cfg.token_file, cfg.token_env, "admin.token_file")

@@ -14,7 +14,7 @@ from aiohttp import web
 from inference_server.api.context import CONFIG, REQUEST_CONTEXT, SCHEMAS, SERVING_STATE, RequestContext, RouteSpec, add_route
 from inference_server.errors import ApiError
 from inference_server.serving.state import ModelVersion, RoutingContext, ServedResponse, ServingState, normalise
-from inference_server.api.validation import read_json_body
+from inference_server.api.schemas import read_json_body
 
 __all__ = ["add_serving_routes"]
 

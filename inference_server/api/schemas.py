@@ -26,6 +26,7 @@ from inference_server.config import LimitsConfig
 from inference_server.errors import ApiError
 
 __all__ = [
+    "AlertmanagerPayload",
     "FaultRequest",
     "FeedbackBatch",
     "FeedbackEvent",
@@ -38,6 +39,7 @@ __all__ = [
     "read_json_body",
     "request_models",
     "validate_body",
+    "validate_model",
     "validate_version",
 ]
 
@@ -207,6 +209,36 @@ _VERSION = TypeAdapter(Version)
 
 
 # ---------------------------------------------------------------------------------------------
+# Alertmanager webhook: /v1/alerts (payload version 4; fields this server does not use are ignored)
+# ---------------------------------------------------------------------------------------------
+
+MAX_ALERTS = 1000
+AlertStatus = Literal["firing", "resolved"]
+Labels = dict[str, str]
+
+
+class WebhookAlert(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    status: AlertStatus
+    labels: Labels
+    # Only echoed back in the answer: anything but a string is dropped rather than refused.
+    fingerprint: Annotated[Optional[str], BeforeValidator(lambda v: v if isinstance(v, str) else None)] = None
+
+
+class AlertmanagerPayload(BaseModel):
+    """What Alertmanager POSTs to a webhook receiver (only the fields acted on are checked)."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    version: Literal["4"]
+    status: AlertStatus
+    groupLabels: Optional[Labels] = None
+    commonLabels: Optional[Labels] = None
+    alerts: list[WebhookAlert] = Field(max_length=MAX_ALERTS)
+
+
+# ---------------------------------------------------------------------------------------------
 # Validation entry points
 # ---------------------------------------------------------------------------------------------
 
@@ -220,12 +252,17 @@ def validation_error(exc: ValidationError) -> ApiError:
     return ApiError.validation(f"{field}: {message}" if field else message, field or None)
 
 
-def validate_body(model: type[M], data: Any) -> dict:
-    """`data` (decoded JSON) checked against `model`, as a dict without the absent optional fields."""
+def validate_model(model: type[M], data: Any) -> M:
+    """`data` (decoded JSON) checked against `model`; a 400 `validation` ApiError naming the field otherwise."""
     try:
-        return model.model_validate(data).model_dump(exclude_none=True)
+        return model.model_validate(data)
     except ValidationError as exc:
         raise validation_error(exc) from None
+
+
+def validate_body(model: type[M], data: Any) -> dict:
+    """`data` (decoded JSON) checked against `model`, as a dict without the absent optional fields."""
+    return validate_model(model, data).model_dump(exclude_none=True)
 
 
 def validate_version(value: str, field: str) -> str:

@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping, Optional
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 import typed_config
 from typed_config import ConfigError, Section, invalid, parse_section
@@ -66,7 +66,7 @@ CURRENCY_PATTERN = r"^[A-Z]{3}$"
 class LimitsConfig(Section):
     """Request size limits; requests beyond them get a 400 `validation` error naming the field."""
 
-    model_config = {"frozen": True}  # hashable: request models are built (and cached) per limits
+    model_config = ConfigDict(frozen=True)  # hashable: request models are built (and cached) per limits
 
     max_query_chars: PositiveInt = 512
     max_title_chars: PositiveInt = 1000

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import json
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Optional, TypeVar, Union
+from typing import Annotated, Any, Literal, Optional, TypeVar, Union, get_args
 
 from aiohttp import web
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, TypeAdapter,
@@ -46,7 +46,8 @@ __all__ = [
 M = TypeVar("M", bound=BaseModel)
 
 USER_ID_MAX_CHARS = 256
-EVENT_TYPES = ("click", "add_to_cart", "purchase")
+EventType = Literal["click", "add_to_cart", "purchase"]
+EVENT_TYPES = get_args(EventType)
 FEEDBACK_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 FEEDBACK_PRODUCT_ID_MAX_CHARS = 256
 
@@ -151,7 +152,7 @@ class FeedbackEvent(RequestBody):
 
     request_id: FeedbackId = Field(description="request_id of the served answer")
     event_id: FeedbackId = Field(description="unique per event; repeats are counted once")
-    type: Literal["click", "add_to_cart", "purchase"]
+    type: EventType
     product_id: text(FEEDBACK_PRODUCT_ID_MAX_CHARS)
     position: Optional[Annotated[int, Field(ge=1)]] = Field(
         None, description="1-based position shown; checked against the answer")
@@ -243,10 +244,10 @@ class AlertmanagerPayload(BaseModel):
 # ---------------------------------------------------------------------------------------------
 
 
-def validation_error(exc: ValidationError) -> ApiError:
+def validation_error(exc: ValidationError, model: Optional[type[BaseModel]] = None) -> ApiError:
     """The 400 `validation` error for the first problem pydantic found, naming its JSON path."""
     error = exc.errors()[0]
-    field, message = error_key_and_message(error)
+    field, message = error_key_and_message(error, model=model)
     if error["type"] in ("model_type", "model_attributes_type") and not error["loc"]:
         return ApiError.validation(f"body must be a JSON object, got {type(error['input']).__name__}")
     return ApiError.validation(f"{field}: {message}" if field else message, field or None)
@@ -257,7 +258,7 @@ def validate_model(model: type[M], data: Any) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise validation_error(exc) from None
+        raise validation_error(exc, model) from None
 
 
 def validate_body(model: type[M], data: Any) -> dict:

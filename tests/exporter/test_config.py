@@ -86,3 +86,6 @@ def test_cli_reports_the_bad_key_and_exits_2(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "exporter", "--config", str(path)], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
     assert proc.returncode == 2
     assert "config error: nvml.max_age_seconds: Input should be a valid number, got 'soon'" in proc.stderr
+    flag = subprocess.run([sys.executable, "-m", "exporter", "--port", "70000"], capture_output=True, text=True,
+                          cwd=REPO_ROOT, timeout=60)
+    assert flag.returncode == 2 and "config error: server.port: Input should be less than or equal to 65535" in flag.stderr

@@ -211,7 +211,7 @@ def test_config_errors_name_the_key():
 async def test_exporter_metrics_pass_promtool_with_anomaly_jobs(backfilled_prometheus, aiohttp_client):
     promtool = require_binary("promtool")
     from exporter.app import create_app
-    from exporter.config import ExporterConfig, parse_config
+    from exporter.config import parse_config
 
     config = parse_config({
         "nvml": {"enabled": False},

@@ -28,7 +28,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from exporter.app import create_app  # noqa: E402
-from exporter.config import ExporterConfig, build_dataclass  # noqa: E402
+from exporter.config import ExporterConfig, parse_config  # noqa: E402
 
 SMI_QUERY = (
     "index,uuid,name,utilization.gpu,utilization.memory,memory.total,memory.used,memory.free,"
@@ -43,7 +43,7 @@ def percentile(values: list[float], q: float) -> float:
 
 async def scrape_times(nvml_module: Any, scrapes: int, label: str, nvml_config: dict) -> list[float]:
     """Run the app on a free port and time `scrapes` sequential GETs of /metrics (seconds)."""
-    config: ExporterConfig = build_dataclass(ExporterConfig, {"nvml": {"max_age_seconds": 0, **nvml_config}})
+    config: ExporterConfig = parse_config({"nvml": {"max_age_seconds": 0, **nvml_config}})
     app = create_app(config, nvml_module=nvml_module)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

@@ -121,7 +121,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     import inference_server.api.app  # noqa: F401  (registers the lifecycle config sections)
 
-    cfg: FeedbackConfig = load_config(args.config).section("feedback")
+    cfg: FeedbackConfig = load_config(args.config).feedback
     n = 20_000 if args.quick else args.iterations
     if args.quick:
         cfg = FeedbackConfig(**{**cfg.__dict__, "max_requests": cfg.max_requests // 10,

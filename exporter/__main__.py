@@ -10,7 +10,8 @@ from aiohttp import web
 from prometheus_client import disable_created_metrics
 
 from exporter import __version__
-from exporter.config import ConfigError, load_config
+from exporter.config import ConfigError, ServerConfig, load_config
+from typed_config import parse_section
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -36,12 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     disable_created_metrics()
     try:
         config = load_config(args.config)
-        if args.host is not None:
-            config.server.host = args.host
-        if args.port is not None:
-            if not 0 <= args.port <= 65535:
-                raise ConfigError("server.port", f"must be in 0..65535, got {args.port}")
-            config.server.port = args.port
+        flags = {key: value for key, value in (("host", args.host), ("port", args.port)) if value is not None}
+        if flags:
+            config.server = parse_section(ServerConfig, {**config.server.model_dump(), **flags}, "server")
         from exporter.app import create_app
 
         config_dir = args.config.resolve().parent if args.config else Path.cwd()

@@ -37,16 +37,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-    import inference_server.api.app  # noqa: F401  (registers the config sections of the model lifecycle)
-    from inference_server.config import ConfigError, config_to_dict, load_config
+    from inference_server.config import ConfigError, ServerConfig, config_to_dict, load_config
+    from typed_config import parse_section
 
     try:
         config = load_config(args.config)
-        if args.host is not None:
-            config.server.host = args.host
-        if args.port is not None:
-            config.server.port = args.port
-        config.server.validate("server")  # --host/--port may have changed it
+        flags = {key: value for key, value in (("host", args.host), ("port", args.port)) if value is not None}
+        if flags:
+            config.server = parse_section(ServerConfig, {**config.server.model_dump(), **flags}, "server")
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2

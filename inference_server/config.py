@@ -1,13 +1,13 @@
-"""Server configuration: one YAML file validated into dataclasses, with env overrides.
+"""Server configuration: every section declared here, validated by pydantic, with env overrides.
 
-Validation is the shared `typed_config` (driven by the dataclass annotations), so every section,
-including the ones other components contribute, gets the same behaviour: an unknown or ill-typed key
-is a `ConfigError` naming the dotted key (``batching.max_batch_size: expected int, got 'x'``), and a
-section's ``validate(self, path)`` method checks its cross-field rules.
+`AppConfig` lists every top-level section with its type, so the schema does not depend on which
+modules were imported first (no registration at import time). Validation is strict (the shared
+`typed_config.Section`): an unknown, missing or ill-typed key is a `ConfigError` naming the dotted
+key (``batching.max_batch_size: Input should be a valid integer, got 'x'``); cross-field rules are
+model validators that blame the key at fault.
 
-Extension point: components that own a top-level section (e.g. the model repository and traffic
-policy) call `register_section(name, DataclassType)` at import time; the section is then accepted,
-validated and available as ``config.section(name)``.
+This module depends only on `typed_config`, pydantic and the two section types owned by other
+packages (`ModelSpec`, `CatalogConfig`), which do not import it back.
 
 Env overrides: ``INFERENCE_SERVER__SECTION__KEY=value`` (nested keys joined by ``__``, matched
 case-insensitively; the value is parsed as YAML, so ``16`` is an int and ``false`` a bool).
@@ -15,191 +15,247 @@ case-insensitively; the value is parsed as YAML, so ``16`` is an int and ``false
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+import re
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Annotated, Any, Literal, Mapping, Optional
+
+from pydantic import ConfigDict, Field, model_validator
 
 import typed_config
-from typed_config import ConfigError, build_dataclass, require_positive
+from typed_config import ConfigError, Section, invalid, parse_section
 
-from inference_server.catalog import CatalogConfig
+from inference_server.catalog.types import CatalogConfig
 from inference_server.models.backend import ModelSpec
 
 __all__ = [
+    "AdminConfig",
     "AppConfig",
     "BatchingConfig",
     "ConfigError",
+    "DriftConfig",
     "ENV_PREFIX",
+    "FeedbackConfig",
+    "HealthConfig",
     "LimitsConfig",
+    "ModelRepositoryConfig",
     "RequestLogConfig",
     "ServerConfig",
+    "TrafficConfig",
+    "VersionPolicy",
     "apply_env_overrides",
-    "build_dataclass",
     "config_to_dict",
     "load_config",
     "parse_config",
-    "register_section",
 ]
 
 ENV_PREFIX = "INFERENCE_SERVER"  # variables are INFERENCE_SERVER__SECTION__KEY
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[1] / "config" / "inference_server.yaml"
 
+PositiveInt = Annotated[int, Field(ge=1)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+PositiveNumber = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+VERSION_PATTERN = r"^[1-9][0-9]{0,8}$"
+CURRENCY_PATTERN = r"^[A-Z]{3}$"
+
 
 # ---------------------------------------------------------------------------------------------
-# Sections owned by the serving core
+# Serving core
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass
-class LimitsConfig:
+class LimitsConfig(Section):
     """Request size limits; requests beyond them get a 400 `validation` error naming the field."""
 
-    max_query_chars: int = 512
-    max_title_chars: int = 1000
-    max_id_chars: int = 128
-    max_k: int = 100
-    max_items: int = 200
-    max_history: int = 100
+    model_config = ConfigDict(frozen=True)  # hashable: request models are built (and cached) per limits
 
-    def validate(self, path: str) -> None:
-        require_positive(path, **dataclasses.asdict(self))
+    max_query_chars: PositiveInt = 512
+    max_title_chars: PositiveInt = 1000
+    max_id_chars: PositiveInt = 128
+    max_k: PositiveInt = 100
+    max_items: PositiveInt = 200
+    max_history: PositiveInt = 100
 
 
-@dataclass
-class ServerConfig:
+class ServerConfig(Section):
     """HTTP listener and per-request limits."""
 
     host: str = "127.0.0.1"
-    port: int = 8000
-    max_body_bytes: int = 262144
-    request_timeout_ms: int = 2000
-    retry_after_s: int = 1          # Retry-After on 429 queue_full / 503 / 504
-    not_ready_retry_after_s: int = 5  # Retry-After on 503 not_ready while loading
-    access_log: bool = False        # aiohttp's access log (the JSON request log is separate)
-    limits: LimitsConfig = field(default_factory=LimitsConfig)
-
-    def validate(self, path: str) -> None:
-        if not 0 <= self.port <= 65535:
-            raise ConfigError(typed_config.join_key(path, "port"), f"expected 0..65535, got {self.port}")
-        require_positive(path, max_body_bytes=self.max_body_bytes, request_timeout_ms=self.request_timeout_ms,
-                         retry_after_s=self.retry_after_s, not_ready_retry_after_s=self.not_ready_retry_after_s)
+    port: Annotated[int, Field(ge=0, le=65535)] = 8000
+    max_body_bytes: PositiveInt = 262144
+    request_timeout_ms: PositiveInt = 2000
+    retry_after_s: PositiveInt = 1            # Retry-After on 429 queue_full / 503 / 504
+    not_ready_retry_after_s: PositiveInt = 5  # Retry-After on 503 not_ready while loading
+    access_log: bool = False                  # aiohttp's access log (the JSON request log is separate)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
 
 
-@dataclass
-class BatchingConfig:
+class BatchingConfig(Section):
     """Dynamic batching of text-encoding work (see docs/server.md)."""
 
     enabled: bool = True
-    max_batch_size: int = 32
-    max_queue_delay_ms: float = 2.0
-    max_queue_size: int = 512
+    max_batch_size: PositiveInt = 32
+    max_queue_delay_ms: Annotated[float, Field(ge=0)] = 2.0
+    max_queue_size: PositiveInt = 512
     # A collection window holds up to max_batch_size * window_batches texts; it is sorted by token
     # length and cut into batches, so texts of similar length share a batch (less padding).
-    window_batches: int = 4
+    window_batches: PositiveInt = 4
     # Model instances per version: batches that run at the same time, each in its own worker
     # thread (Triton's instance count). 1 keeps latency lowest at moderate load; None = auto (the
     # usable CPU cores on CPU, torch threads split between them; 1 on a GPU) adds throughput under
     # heavy load (docs/server.md, "Model instances").
-    instances: Optional[int] = 1
-
-    def validate(self, path: str) -> None:
-        require_positive(path, max_batch_size=self.max_batch_size, max_queue_size=self.max_queue_size,
-                         window_batches=self.window_batches)
-        if self.instances is not None:
-            require_positive(path, instances=self.instances)
-        if self.max_queue_delay_ms < 0:
-            raise ConfigError(typed_config.join_key(path, "max_queue_delay_ms"),
-                              f"expected >= 0, got {self.max_queue_delay_ms}")
+    instances: Optional[PositiveInt] = 1
 
     @property
     def effective_batch_size(self) -> int:
         return self.max_batch_size if self.enabled else 1
 
 
-@dataclass
-class RequestLogConfig:
+class RequestLogConfig(Section):
     """JSON-lines request log with size-based rotation. The user-id salt is a secret: env or file only."""
 
     enabled: bool = True
     path: str = "var/log/requests.jsonl"
-    max_bytes: int = 10_485_760
-    backups: int = 5
+    max_bytes: PositiveInt = 10_485_760
+    backups: NonNegativeInt = 5
     user_id_salt_env: str = "INFERENCE_SERVER_USER_ID_SALT"
     user_id_salt_file: Optional[str] = None
 
-    def validate(self, path: str) -> None:
-        require_positive(path, max_bytes=self.max_bytes)
-        if self.backups < 0:
-            raise ConfigError(typed_config.join_key(path, "backups"), f"expected >= 0, got {self.backups}")
-
 
 # ---------------------------------------------------------------------------------------------
-# Section registry (extension point for other components)
+# Model lifecycle
 # ---------------------------------------------------------------------------------------------
 
-_EXTRA_SECTIONS: dict[str, type] = {}
-_CORE_SECTIONS = ("server", "model", "catalog", "batching", "request_log")
 
+class VersionPolicy(Section):
+    """Which versions the server loads at start: `latest` N, `all`, or the `specific` ones listed.
 
-def register_section(name: str, section_type: type) -> None:
-    """Accept a top-level config section `name` validated into the dataclass `section_type`.
-
-    Call at import time of the owning module, before `load_config`. Re-registering the same type is
-    a no-op (module reloads); a different type under a taken name is a programming error.
+    The default loads version 1 only: the repository also ships a deliberately degraded version 2 for
+    drills, which must never take traffic just because it is the newest.
     """
-    if not dataclasses.is_dataclass(section_type):
-        raise TypeError(f"config section {name!r} must be a dataclass, got {section_type!r}")
-    if name in _CORE_SECTIONS:
-        raise ValueError(f"config section {name!r} belongs to the serving core")
-    existing = _EXTRA_SECTIONS.get(name)
-    if existing is not None and existing is not section_type:
-        raise ValueError(f"config section {name!r} is already registered by {existing!r}")
-    _EXTRA_SECTIONS[name] = section_type
+
+    kind: Literal["latest", "all", "specific"] = "specific"
+    num_versions: PositiveInt = 1
+    versions: list[Annotated[str, Field(pattern=VERSION_PATTERN)]] = Field(default_factory=lambda: ["1"])
+
+    @model_validator(mode="after")
+    def _versions_listed(self) -> "VersionPolicy":
+        if self.kind == "specific" and not self.versions:
+            raise invalid("versions", "list the versions to load when kind is 'specific'")
+        return self
 
 
-def registered_sections() -> dict[str, type]:
-    return dict(_EXTRA_SECTIONS)
+class ModelRepositoryConfig(Section):
+    """`model_repository:` section: where versions live and what is loaded and checked at start."""
+
+    enabled: bool = True                       # false: serve only the `model:` section (no lifecycle)
+    root: str = "models"                       # relative paths resolve against the working directory
+    state_dir: str = "var/model-repository"    # artefacts written at registration
+    version_policy: VersionPolicy = Field(default_factory=VersionPolicy)
+    register_missing: bool = True              # write missing artefacts on first load
+    golden_queries: PositiveInt = 16           # fixed queries of the golden set
+    golden_k: PositiveInt = 10
+    drift_reference_queries: PositiveInt = 500  # judged queries used for the drift reference
+    eval_k: PositiveInt = 10                   # NDCG@k of the offline evaluation
 
 
-@dataclass
-class AppConfig:
-    """The whole server configuration."""
+class TrafficConfig(Section):
+    """`traffic:` section: the split at start (percent or any positive weights) and rollback history."""
 
-    server: ServerConfig = field(default_factory=ServerConfig)
-    model: ModelSpec = field(default_factory=ModelSpec)
-    catalog: CatalogConfig = field(default_factory=CatalogConfig)
-    batching: BatchingConfig = field(default_factory=BatchingConfig)
-    request_log: RequestLogConfig = field(default_factory=RequestLogConfig)
-    # Sections registered with `register_section`, by name (defaults filled in for absent ones).
-    extra: dict[str, Any] = field(default_factory=dict)
+    # empty: all traffic to the newest loaded version
+    weights: dict[str, Annotated[float, Field(ge=0, allow_inf_nan=False)]] = Field(default_factory=dict)
+    shadow: list[str] = Field(default_factory=list)
+    history_size: PositiveInt = 16
+    drain_timeout_s: PositiveNumber = 30.0  # how long unload/reload wait for in-flight requests
 
-    def section(self, name: str) -> Any:
-        """A registered extension section (its dataclass instance)."""
-        try:
-            return self.extra[name]
-        except KeyError:
-            raise KeyError(f"config section {name!r} is not registered") from None
+    @model_validator(mode="after")
+    def _some_weight(self) -> "TrafficConfig":
+        if self.weights and sum(self.weights.values()) <= 0:
+            raise invalid("weights", "at least one version needs a weight > 0")
+        return self
 
-    def validate(self, path: str = "") -> None:
-        """Checks of the `model` section (`ModelSpec` belongs to the model package, without a hook)."""
-        model = typed_config.join_key(path, "model")
-        if self.model.max_seq_length < 2:
-            raise ConfigError(f"{model}.max_seq_length", f"expected >= 2, got {self.model.max_seq_length}")
-        if self.model.num_threads is not None and self.model.num_threads < 1:
-            raise ConfigError(f"{model}.num_threads", f"expected >= 1, got {self.model.num_threads}")
+
+class HealthConfig(Section):
+    """`health:` section."""
+
+    golden_min_cosine: Annotated[float, Field(ge=-1.0, le=1.0)] = 0.99
+    golden_min_topk_overlap: Annotated[float, Field(ge=0.0, le=1.0)] = 0.8
+    interval_s: Annotated[float, Field(ge=0)] = 60.0  # periodic golden check while serving; 0 turns it off
+    deadline_s: PositiveNumber = 30.0                 # a periodic check that takes longer counts as failed
+
+
+class DriftConfig(Section):
+    """`drift:` section of the server config."""
+
+    enabled: bool = True
+    window_size: Annotated[int, Field(ge=2)] = 2000  # online values kept per version and feature (most recent)
+    min_samples: PositiveInt = 100                    # PSI/KS exported once the window holds this many values
+    psi_bins: Annotated[int, Field(ge=2)] = 10        # quantile bins of the reference
+    psi_epsilon: Annotated[float, Field(gt=0, lt=0.1)] = 1e-4  # floor of a bin's share
+
+    @model_validator(mode="after")
+    def _window_holds_min_samples(self) -> "DriftConfig":
+        if self.min_samples > self.window_size:
+            raise invalid("min_samples", f"expected 1..window_size ({self.window_size}), got {self.min_samples}")
+        return self
+
+
+class FeedbackConfig(Section):
+    """`feedback:` section of the server config."""
+
+    max_requests: PositiveInt = 100_000          # served requests held for joins
+    ttl_s: PositiveNumber = 1800.0              # join window per request
+    max_event_ids: PositiveInt = 200_000         # event ids remembered for dedup (also dropped after ttl_s)
+    max_expired_ids: NonNegativeInt = 100_000    # ids of requests that left the window, to answer expired_request
+    sweep_interval_s: PositiveNumber = 1.0      # how often expired requests are swept (NDCG observed then)
+    max_events_per_request: PositiveInt = 1000   # events in one POST /v1/feedback
+    max_positions: PositiveInt = 100             # result positions kept per request (clicks beyond are rejected)
+    currency: Annotated[str, Field(pattern=CURRENCY_PATTERN)] = "USD"  # revenue currency (label of business_revenue_total)
+    # other currency -> units of `currency` per unit
+    rates: dict[str, PositiveNumber] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _rates_are_currencies(self) -> "FeedbackConfig":
+        for code in self.rates:
+            if not re.match(CURRENCY_PATTERN, code):
+                raise invalid(("rates", code), "not an ISO 4217 code like 'EUR'")
+        return self
+
+
+class AdminConfig(Section):
+    """`admin:` section: where the admin and webhook tokens come from (values never in the config)."""
+
+    token_file: Optional[str] = None
+    token_env: Annotated[str, Field(min_length=1)] = "INFERENCE_ADMIN_TOKEN"
+    # Token Alertmanager presents on POST /v1/alerts (its http_config.authorization.credentials_file);
+    # when neither is set, the admin token is used.
+    alerts_token_file: Optional[str] = None
+    alerts_token_env: Annotated[str, Field(min_length=1)] = "INFERENCE_ALERTS_TOKEN"
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole file
+# ---------------------------------------------------------------------------------------------
+
+
+class AppConfig(Section):
+    """The whole server configuration: every top-level section, each with its defaults."""
+
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    catalog: CatalogConfig = Field(default_factory=CatalogConfig)
+    batching: BatchingConfig = Field(default_factory=BatchingConfig)
+    request_log: RequestLogConfig = Field(default_factory=RequestLogConfig)
+    model_repository: ModelRepositoryConfig = Field(default_factory=ModelRepositoryConfig)
+    traffic: TrafficConfig = Field(default_factory=TrafficConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
+    feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
+    admin: AdminConfig = Field(default_factory=AdminConfig)
 
 
 def parse_config(raw: Mapping[str, Any] | None) -> AppConfig:
     """Validate a raw mapping (parsed YAML, env overrides applied) into an `AppConfig`."""
-    raw = dict(raw or {})
-    extra_raw = {name: raw.pop(name) for name in list(raw) if name in _EXTRA_SECTIONS}
-    if "extra" in raw:
-        raise ConfigError("extra", "unknown key (extension sections are top-level keys)")
-    config = build_dataclass(AppConfig, raw, "")
-    for name, section_type in _EXTRA_SECTIONS.items():
-        config.extra[name] = build_dataclass(section_type, extra_raw.get(name), name)
-    return config
+    return parse_section(AppConfig, raw)
 
 
 def apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -218,7 +274,4 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
 
 def config_to_dict(config: AppConfig) -> dict[str, Any]:
     """Plain-data view of a config (for `--check-config` and logs)."""
-    out = dataclasses.asdict(config)
-    extra = out.pop("extra")
-    out.update(extra)
-    return out
+    return config.model_dump()

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 from loadgen.config import ConfigError, LoadgenConfig, load_config, parse_scenario
+from typed_config import parse_section
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_ROOT / "config" / "loadgen.yaml"
@@ -60,21 +61,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def apply_cli(cfg: LoadgenConfig, args: argparse.Namespace) -> LoadgenConfig:
+    """`cfg` with the command-line flags applied, validated again as a whole (raises `ConfigError`)."""
     overrides = [
-        ("url", cfg.target, "url"), ("admin_token_file", cfg.target, "admin_token_file"),
-        ("rate", cfg.rate, "requests_per_second"), ("day_length", cfg.rate, "day_length_s"),
-        ("start_hour", cfg.rate, "start_hour"), ("concurrency", cfg.rate, "max_concurrency"),
-        ("users", cfg.shopper, "users"), ("server_config", cfg.relevance, "server_config"),
-        ("duration", cfg, "duration_s"), ("report_interval", cfg, "report_interval_s"),
-        ("listen", cfg, "listen"), ("seed", cfg, "seed"),
+        ("url", "target", "url"), ("admin_token_file", "target", "admin_token_file"),
+        ("rate", "rate", "requests_per_second"), ("day_length", "rate", "day_length_s"),
+        ("start_hour", "rate", "start_hour"), ("concurrency", "rate", "max_concurrency"),
+        ("users", "shopper", "users"), ("server_config", "relevance", "server_config"),
+        ("duration", None, "duration_s"), ("report_interval", None, "report_interval_s"),
+        ("listen", None, "listen"), ("seed", None, "seed"),
     ]
-    for arg, obj, attr in overrides:
+    data = cfg.model_dump()
+    for arg, section, key in overrides:
         value = getattr(args, arg)
         if value is not None:
-            setattr(obj, attr, value)
-    cfg.scenarios.extend(parse_scenario(s) for s in args.scenario)
-    cfg.validate()
-    return cfg
+            (data[section] if section else data)[key] = value
+    data["scenarios"] += [parse_scenario(s).model_dump() for s in args.scenario]
+    return parse_section(LoadgenConfig, data)
 
 
 async def run(cfg: LoadgenConfig, args: argparse.Namespace) -> int:
@@ -148,7 +150,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             return asyncio.run(run(cfg, args))
         return 130
     except ConfigError as exc:
-        print(f"loadgen: configuration error: {exc}", file=sys.stderr)
+        print(f"config error: {exc}", file=sys.stderr)
         return 2
 
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from typed_config import load_yaml_mapping
+from typed_config import load_yaml_mapping, parse_section
 
-from loadgen.config import ConfigError, RelevanceConfig, build_dataclass
+from loadgen.config import ConfigError, RelevanceConfig
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,7 @@ def load_oracle(cfg: RelevanceConfig, default_price: float = 25.0, repo_root: Op
     repo_root = repo_root or Path.cwd()
     settings = catalog_settings(cfg, repo_root)
     settings.update(overrides or {})
-    catalog_cfg = build_dataclass(CatalogConfig, settings, "catalog")
+    catalog_cfg = parse_section(CatalogConfig, settings, "catalog")
     try:
         bundle = load_catalog(catalog_cfg)
     except CatalogError as exc:

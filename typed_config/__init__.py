@@ -1,44 +1,47 @@
-"""YAML mappings -> typed dataclasses, with strict validation that names the offending dotted key.
+"""What every component's config shares: pydantic sections, YAML loading, env overlay, dotted-key errors.
 
-Shared by every component's config (inference server, exporter, anomaly runtime, traffic simulator),
-so all of them behave alike: a config section is a plain dataclass, `build_dataclass` checks a parsed
-mapping against its annotations, and an unknown, missing or ill-typed key raises `ConfigError` with
-the dotted path (``batching.max_batch_size: expected int, got 'x'``) instead of running on a default.
+Each component declares its whole config as pydantic v2 models derived from `Section` (strict: no
+``"5"`` -> 5 coercion, unknown keys rejected), and validates a parsed mapping with `parse_section`.
+Any unknown, missing or ill-typed key becomes one `ConfigError` whose message starts with the dotted
+key (``batching.max_batch_size: ...``, lists as ``jobs[2].step``), so start-up stops on a typo
+instead of running a default.
 
-Conventions:
+Cross-field rules are pydantic validators; they raise `invalid(key, message)` to blame a key
+inside the model being validated rather than the model as a whole.
 
-- ``None`` for a whole section means "all defaults"; a field without a default is a required key.
-- Supported annotations: ``bool``, ``int``, ``float`` (ints are accepted), ``str``, ``Any``,
-  ``Optional``/``Union``, ``Literal``, ``list[X]``, ``tuple[X, ...]``, ``dict[K, V]``, nested
-  dataclasses and other classes (checked with ``isinstance``).
-- Cross-field rules live in an optional ``validate(self, path: str)`` method of the dataclass; it runs
-  after construction with the section's dotted path and raises `ConfigError` itself.
-- Env overrides: ``PREFIX__SECTION__KEY=value`` (nested keys joined by ``__``, matched
-  case-insensitively); the value is parsed as YAML, so ``16`` is an int and ``false`` a bool.
+Env overrides: ``PREFIX__SECTION__KEY=value`` (nested keys joined by ``__``, matched
+case-insensitively); the value is parsed as YAML, so ``16`` is an int and ``false`` a bool. A small
+overlay onto the raw mapping (not pydantic-settings) keeps that scheme exactly and lets the same
+validation name the key of a bad override.
 
-Dependencies: the standard library and PyYAML only, so any component can use it without pulling in
-another's (the exporter must not import the inference server).
+Dependencies: pydantic and PyYAML only, so any component can use it without pulling in another's
+(the exporter must not import the inference server).
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, Mapping, Union
+from typing import Annotated, Any, Mapping, Optional, Sequence, TypeVar, Union
 
 import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 __all__ = [
     "ConfigError",
+    "FieldRuleError",
+    "Section",
     "apply_env_overrides",
-    "build_dataclass",
-    "convert",
-    "join_key",
+    "dotted_key",
+    "error_key_and_message",
+    "invalid",
     "load_yaml_mapping",
+    "parse_section",
     "require_positive",
 ]
+
+S = TypeVar("S", bound=BaseModel)
 
 
 class ConfigError(ValueError):
@@ -50,145 +53,114 @@ class ConfigError(ValueError):
         super().__init__(f"{key}: {message}" if key else message)
 
 
-def join_key(path: str, key: str) -> str:
-    """The dotted key of `key` inside the section at `path` (``""`` is the top level)."""
-    return f"{path}.{key}" if path else key
+class FieldRuleError(ValueError):
+    """Raised inside a validator: `loc` (relative to the model being validated) broke a rule."""
+
+    def __init__(self, loc: Sequence[str | int], message: str) -> None:
+        super().__init__(message)
+        self.loc = tuple(loc)
+        self.message = message
 
 
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin is Literal:
-        return " | ".join(repr(a) for a in args)
-    if origin in (Union, types.UnionType):
-        return " | ".join(_type_name(a) for a in args)
-    if origin in (list, tuple, dict):
-        return f"{origin.__name__}[{', '.join('...' if a is Ellipsis else _type_name(a) for a in args)}]"
-    if tp is type(None):
-        return "null"
-    if dataclasses.is_dataclass(tp):
-        return "a mapping"
-    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+def invalid(key: str | int | Sequence[str | int], message: str) -> FieldRuleError:
+    """The error a cross-field validator raises to blame `key` (``"min_samples"`` or ``("items", 2, "id")``)."""
+    return FieldRuleError((key,) if isinstance(key, (str, int)) else key, message)
 
 
-def convert(value: Any, tp: Any, path: str) -> Any:
-    """Check `value` against the annotation `tp` (recursively) and return it, converted where needed.
+def require_positive(**values: float | None) -> None:
+    """In a validator: blame the first of the named values that is not > 0 (``None``, an unset optional, passes).
 
-    The only conversions are int -> float for ``float`` and list -> tuple for ``tuple``; everything
-    else must already have the right type (YAML gives scalars their types).
-    """
-    if tp is Any:
-        return value
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return convert(value, arg, path)
-            except ConfigError as exc:
-                errors.append(exc)
-        if len(errors) == 1:  # Optional[X]: X's own message is the most precise one
-            raise errors[0]
-        raise ConfigError(path, f"expected {_type_name(tp)}, got {value!r}")
-    if origin is Literal:
-        if not any(type(value) is type(a) and value == a for a in args):
-            raise ConfigError(path, f"expected one of {', '.join(repr(a) for a in args)}, got {value!r}")
-        return value
-    if tp in (list, tuple) or origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(path, f"expected {_type_name(tp)}, got {value!r}")
-        if origin is tuple and args and args[-1] is not Ellipsis:  # fixed-length tuple[X, Y]
-            if len(value) != len(args):
-                raise ConfigError(path, f"expected {_type_name(tp)} ({len(args)} items), got {value!r}")
-            item_types = list(args)
-        else:
-            item_types = [args[0] if args else Any] * len(value)
-        items = [convert(v, t, f"{path}[{i}]") for i, (v, t) in enumerate(zip(value, item_types))]
-        return tuple(items) if (tp is tuple or origin is tuple) else items
-    if tp is dict or origin is dict:
-        key_tp, val_tp = args or (Any, Any)
-        if not isinstance(value, Mapping):
-            raise ConfigError(path, f"expected {_type_name(tp)}, got {value!r}")
-        return {
-            convert(k, key_tp, join_key(path, str(k))): convert(v, val_tp, join_key(path, str(k)))
-            for k, v in value.items()
-        }
-    if dataclasses.is_dataclass(tp):
-        return build_dataclass(tp, value, path)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(path, f"expected bool, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(path, f"expected int, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(path, f"expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(path, f"expected str, got {value!r}")
-        return value
-    if isinstance(tp, type):
-        if not isinstance(value, tp):
-            raise ConfigError(path, f"expected {_type_name(tp)}, got {value!r}")
-        return value
-    raise TypeError(f"{path}: unsupported annotation {tp!r}")  # a bug in the dataclass, not the config
-
-
-def build_dataclass(cls: type, data: Any, path: str = "") -> Any:
-    """Validate the mapping `data` against dataclass `cls` and return an instance.
-
-    `path` is the dotted key of the section (``""`` for the whole file), used in every message.
-    Unknown keys (the message lists the known ones), missing required keys and wrong types raise
-    `ConfigError`; so do `TypeError`/`ValueError` from the constructor (``__post_init__`` checks).
-    Then the instance's optional ``validate(path)`` hook checks cross-field rules.
-    """
-    if data is None:
-        data = {}
-    if not isinstance(data, Mapping):
-        raise ConfigError(path, f"expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    for key in data:
-        if key not in fields:
-            raise ConfigError(join_key(path, str(key)), f"unknown key (known keys: {', '.join(sorted(fields))})")
-    kwargs = {}
-    for name, f in fields.items():
-        key_path = join_key(path, name)
-        if name in data:
-            kwargs[name] = convert(data[name], hints[name], key_path)
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigError(key_path, "required key is missing")
-    try:
-        obj = cls(**kwargs)
-    except ConfigError:
-        raise
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(path, str(exc)) from exc
-    validate = getattr(obj, "validate", None)
-    if callable(validate):
-        validate(path)
-    return obj
-
-
-def require_positive(path: str, **values: float | None) -> None:
-    """Raise `ConfigError` for the first of the named values (keys inside `path`) that is not > 0.
-
-    ``None`` (an unset optional) passes. The message states the smallest valid value: ``>= 1`` for
-    an int, ``> 0`` for a float.
+    The message states the smallest valid value: ``>= 1`` for an int, ``> 0`` for a float.
     """
     for name, value in values.items():
         if value is not None and value <= 0:
-            bound = ">= 1" if isinstance(value, int) else "> 0"
-            raise ConfigError(join_key(path, name), f"expected {bound}, got {value}")
+            raise invalid(name, f"expected {'>= 1' if isinstance(value, int) else '> 0'}, got {value}")
+
+
+class Section(BaseModel):
+    """Base of every config section: strict types, unknown keys rejected, ``null`` means all defaults.
+
+    Assignments are validated too, so a section changed after loading (CLI flags) is still valid.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_defaults(cls, data: Any) -> Any:
+        return {} if data is None else data
+
+
+def dotted_key(loc: Sequence[str | int], path: str = "") -> str:
+    """``("items", 2, "title")`` -> ``items[2].title`` under the prefix `path` (pydantic's ``[key]`` markers dropped)."""
+    out, loc = path, tuple(loc)
+    for i, part in enumerate(loc):
+        if part == "[key]":
+            continue
+        if isinstance(part, int) and loc[i + 1: i + 2] != ("[key]",):  # a list index, not a dict key
+            out += f"[{part}]"
+        else:
+            out = f"{out}.{part}" if out else str(part)
+    return out
+
+
+def _short_repr(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _model_at(tp: Any, loc: Sequence[str | int]) -> Optional[type[BaseModel]]:
+    """The model class found at `loc` inside the annotation `tp` (through lists, dicts, Optional), if any."""
+    for part in (*loc, None):
+        while typing.get_origin(tp) in (Annotated, Union, types.UnionType):
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            tp = args[0] if typing.get_origin(tp) is Annotated or len(args) == 1 else next(
+                (a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if part is None:
+            break
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            field = tp.model_fields.get(str(part))
+            tp = field.annotation if field is not None else None
+        elif typing.get_origin(tp) in (list, tuple, dict):
+            tp = typing.get_args(tp)[-1] if typing.get_args(tp) else None
+        else:
+            return None
+    return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
+
+
+def error_key_and_message(error: Mapping[str, Any], path: str = "",
+                          model: Optional[type[BaseModel]] = None) -> tuple[str, str]:
+    """The dotted key and a message for one entry of `ValidationError.errors()` (against `model`, if given)."""
+    loc = tuple(error["loc"])
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, FieldRuleError):
+        return dotted_key(loc + cause.loc, path), cause.message
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        owner = _model_at(model, loc[:-1]) if model is not None else None
+        message = f"unknown key (known keys: {', '.join(owner.model_fields)})" if owner else "unknown key"
+    elif kind == "missing":
+        message = "required key is missing"
+    elif kind in ("model_type", "dict_type", "model_attributes_type"):
+        message = f"expected a mapping, got {type(error.get('input')).__name__}"
+    elif kind == "value_error":
+        message = str(cause) if cause is not None else error["msg"]
+    else:
+        message = f"{error['msg']}, got {_short_repr(error.get('input'))}"
+    return dotted_key(loc, path), message
+
+
+def parse_section(model: type[S], data: Any, path: str = "") -> S:
+    """Validate the raw mapping `data` (None = all defaults) into `model`; raises `ConfigError`.
+
+    `path` is the dotted key of the section (``""`` for the whole file), prefixed to every message.
+    Only the first problem is reported: one fix at a time, with its exact key.
+    """
+    try:
+        return model.model_validate({} if data is None else data)
+    except ValidationError as exc:
+        key, message = error_key_and_message(exc.errors()[0], path, model)
+        raise ConfigError(key, message) from None
 
 
 def _parse_env_value(text: str) -> Any:
@@ -206,7 +178,7 @@ def apply_env_overrides(data: dict, prefix: str, environ: Mapping[str, str] | No
 
     `prefix` is given without the trailing ``__`` (e.g. ``"EXPORTER"``); it and the keys are matched
     case-insensitively (keys are lower-cased). Changes `data` in place and returns it; the result
-    still has to go through `build_dataclass`, which names the key of a bad value.
+    still has to go through `parse_section`, which names the key of a bad value.
     """
     environ = os.environ if environ is None else environ
     start = f"{prefix.upper()}__"

@@ -15,71 +15,34 @@ from typing import Optional
 
 from aiohttp import web
 
-from inference_server.config import ConfigError, register_section
+from inference_server.config import AdminConfig, ConfigError
 from inference_server.lifecycle.faults import FaultError
 from inference_server.api.context import LIFECYCLE
 from inference_server.lifecycle.manager import ModelLifecycle
 from inference_server.api.auth import BearerAuth, read_secret
 from inference_server.api.context import CONFIG, REQUEST_CONTEXT, RouteSpec, add_route
 from inference_server.errors import ApiError
-from inference_server.api.schema import Array, Integer, Number, Object, Prop, String
-from inference_server.api.validation import read_json
+from inference_server.api.schemas import FaultRequest, PromoteRequest, TrafficRequest, read_json, validate_body, validate_version
 
 __all__ = ["ADMIN_AUTH", "AdminConfig", "add_admin_routes"]
 
 log = logging.getLogger(__name__)
 
-ADMIN_ACTIONS = ("list", "load", "unload", "reload", "set_traffic", "promote", "rollback", "get_faults",
-                 "set_faults", "clear_faults")
-_VERSION = String(min_length=1, max_length=16, pattern=r"^[1-9][0-9]*$", description="version number")
-
-
-@dataclass
-class AdminConfig:
-    """`admin:` section: where the admin and webhook tokens come from (values never in the config)."""
-
-    token_file: Optional[str] = None
-    token_env: str = "INFERENCE_ADMIN_TOKEN"
-    # Token Alertmanager presents on POST /v1/alerts (its http_config.authorization.credentials_file);
-    # when neither is set, the admin token is used.
-    alerts_token_file: Optional[str] = None
-    alerts_token_env: str = "INFERENCE_ALERTS_TOKEN"
-
-    def validate(self, path: str) -> None:
-        for name in ("token_env", "alerts_token_env"):
-            if not getattr(self, name):
-                raise ConfigError(f"{path}.{name}", "expected a variable name, got an empty string")
-
-
-register_section("admin", AdminConfig)
 
 
 ADMIN_AUTH = web.AppKey("admin_auth", BearerAuth)
 
-TRAFFIC_BODY = Object([
-    Prop("weights", Object([], additional=True, title="Weights",
-                           description='version -> weight (any non-negative numbers, normalised), e.g. {"1": 90, "2": 10}'),
-         required=True),
-    Prop("shadow", Array(_VERSION, max_items=16, unique=True, description="versions that get a copy of traffic")),
-], title="TrafficRequest")
-PROMOTE_BODY = Object([Prop("version", _VERSION, required=True)], title="PromoteRequest")
-FAULT_BODY = Object([
-    Prop("latency_ms", Integer(minimum=0, maximum=60_000, description="added latency per request")),
-    Prop("error_rate", Number(minimum=0.0, maximum=1.0, description="share of requests answered 503 injected_fault")),
-    Prop("version", _VERSION),
-    Prop("duration_s", Number(minimum=0.001, maximum=86_400.0, description="the fault ends by itself after this"),
-         required=True),
-], title="FaultRequest")
+TRAFFIC_BODY, PROMOTE_BODY, FAULT_BODY = TrafficRequest, PromoteRequest, FaultRequest
 
 
-ADMIN_ACTIONS = web.AppKey("admin_actions", dict)
+ACTION_OF_HANDLER = web.AppKey("admin_actions", dict)
 
 
 @web.middleware
 async def admin_auth(request: web.Request, handler) -> web.StreamResponse:
     """The admin sub-app's one middleware: bearer auth, logging and `inference_admin_actions_total`."""
     lifecycle: ModelLifecycle = request.config_dict[LIFECYCLE]
-    action = request.app[ADMIN_ACTIONS].get(request.match_info.handler, "other")
+    action = request.app[ACTION_OF_HANDLER].get(request.match_info.handler, "other")
     ctx = request[REQUEST_CONTEXT]
     counter = lifecycle.metrics.admin_actions
     params = dict(request.match_info)
@@ -125,11 +88,11 @@ def _model(request: web.Request, lifecycle: ModelLifecycle) -> str:
 
 def _version(request: web.Request) -> str:
     version = request.match_info["version"]
-    return _VERSION.validate(version, "version")
+    return validate_version(version, "version")
 
 
-async def _body(request: web.Request, schema: Object) -> dict:
-    return schema.validate(await read_json(request, request.config_dict[CONFIG].server.max_body_bytes))
+async def _body(request: web.Request, model: type) -> dict:
+    return validate_body(model, await read_json(request, request.config_dict[CONFIG].server.max_body_bytes))
 
 
 async def list_versions(request: web.Request, lc: ModelLifecycle) -> web.Response:
@@ -170,8 +133,6 @@ async def set_traffic(request: web.Request, lc: ModelLifecycle) -> web.Response:
     _model(request, lc)
     body = await _body(request, TRAFFIC_BODY)
     weights = body["weights"]
-    for version in weights:
-        _VERSION.validate(version, f"weights.{version}")
     lc.set_traffic(weights, body.get("shadow") or [])
     return web.json_response(_split_json(lc))
 
@@ -218,10 +179,10 @@ async def clear_faults(request: web.Request, lc: ModelLifecycle) -> web.Response
 def add_admin_routes(app: web.Application) -> None:
     """Mount /v1/admin/* as a sub-app whose one middleware authenticates every route; the token is
     read once here."""
-    cfg: AdminConfig = app[CONFIG].section("admin")
+    cfg: AdminConfig = app[CONFIG].admin
     admin = web.Application(middlewares=[admin_auth])
     admin[ADMIN_AUTH] = BearerAuth(read_secret(cfg.token_file, cfg.token_env, "admin.token_file"), "inference-admin")
-    admin[ADMIN_ACTIONS] = {}
+    admin[ACTION_OF_HANDLER] = {}
     security = [{"bearerAuth": []}]
     auth_errors = (401, 403)
     prefix = "/v1/admin"
@@ -240,7 +201,7 @@ def add_admin_routes(app: web.Application) -> None:
     ]
     for method, path, action, fn, summary, schema, errors in routes:
         handler = _handler(fn)
-        admin[ADMIN_ACTIONS][handler] = action
+        admin[ACTION_OF_HANDLER][handler] = action
         add_route(app, RouteSpec(method, path, handler, "admin", summary, tag="admin",
                                  request_schema=schema, response_schema={"type": "object"},
                                  error_statuses=auth_errors + tuple(errors), security=security),

@@ -27,48 +27,18 @@ from inference_server.api.context import LIFECYCLE
 from inference_server.lifecycle.manager import ModelLifecycle
 from inference_server.api.context import CONFIG, REQUEST_CONTEXT, RouteSpec, add_route
 from inference_server.errors import ApiError
-from inference_server.api.validation import read_json
+from inference_server.api.schemas import AlertmanagerPayload, read_json, validate_model
 
 __all__ = ["ALERTS_AUTH", "add_alert_routes", "parse_payload"]
 
 log = logging.getLogger(__name__)
 
 ALERTS_AUTH = web.AppKey("alerts_auth", BearerAuth)
-MAX_ALERTS = 1000
-
-
-def _labels(value: Any, path: str) -> dict[str, str]:
-    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-        raise ApiError.validation(f"{path} must be an object of string labels", path)
-    return value
 
 
 def parse_payload(body: Any) -> list[dict[str, Any]]:
-    """The alerts of a valid v4 payload ([{status, labels}]); 400 `validation` naming the field otherwise."""
-    if not isinstance(body, dict):
-        raise ApiError.validation("body must be an Alertmanager webhook payload (a JSON object)")
-    if body.get("version") != "4":
-        raise ApiError.validation(f"version must be \"4\" (Alertmanager webhook payload v4), got {body.get('version')!r}",
-                                  "version")
-    if body.get("status") not in ("firing", "resolved"):
-        raise ApiError.validation("status must be \"firing\" or \"resolved\"", "status")
-    for key in ("groupLabels", "commonLabels"):
-        if key in body:
-            _labels(body[key], key)
-    alerts = body.get("alerts")
-    if not isinstance(alerts, list):
-        raise ApiError.validation("alerts must be an array", "alerts")
-    if len(alerts) > MAX_ALERTS:
-        raise ApiError.validation(f"alerts has {len(alerts)} entries, over the limit of {MAX_ALERTS}", "alerts")
-    parsed = []
-    for i, alert in enumerate(alerts):
-        if not isinstance(alert, dict):
-            raise ApiError.validation(f"alerts[{i}] must be an object", f"alerts[{i}]")
-        if alert.get("status") not in ("firing", "resolved"):
-            raise ApiError.validation(f"alerts[{i}].status must be \"firing\" or \"resolved\"", f"alerts[{i}].status")
-        parsed.append({"status": alert["status"], "labels": _labels(alert.get("labels"), f"alerts[{i}].labels"),
-                       "fingerprint": alert.get("fingerprint") if isinstance(alert.get("fingerprint"), str) else None})
-    return parsed
+    """The alerts of a valid v4 payload ([{status, labels, fingerprint}]); 400 `validation` naming the field otherwise."""
+    return [alert.model_dump() for alert in validate_model(AlertmanagerPayload, body).alerts]
 
 
 def _act(lc: ModelLifecycle, alert: dict[str, Any]) -> dict[str, Any]:
@@ -119,12 +89,13 @@ async def receive_alerts(request: web.Request) -> web.Response:
 
 
 def add_alert_routes(app: web.Application) -> None:
-    cfg: AdminConfig = app[CONFIG].section("admin")
+    cfg: AdminConfig = app[CONFIG].admin
     token = read_secret(cfg.alerts_token_file, cfg.alerts_token_env, "admin.alerts_token_file")
     if token is None:
         token = read_secret(cfg.token_file, cfg.token_env, "admin.token_file")
     app[ALERTS_AUTH] = BearerAuth(token, "inference-alerts")
     add_route(app, RouteSpec("POST", "/v1/alerts", receive_alerts, "alerts",
                              "Alertmanager webhook (payload v4): firing action=\"rollback\" alerts drain a version",
-                             tag="admin", response_schema={"type": "object"}, error_statuses=(400, 401, 403, 415),
+                             tag="admin", request_schema=AlertmanagerPayload, response_schema={"type": "object"},
+                             error_statuses=(400, 401, 403, 415),
                              security=[{"bearerAuth": []}]))

@@ -40,7 +40,7 @@ from inference_server.api.ops_routes import add_ops_routes
 from inference_server.serving.request_log import RequestLog
 from inference_server.serving.state import BackendFactory, ServingState
 from inference_server.api.middleware import observe_requests
-from inference_server.api.validation import request_schemas
+from inference_server.api.schemas import request_models
 
 __all__ = ["INITIAL_LOAD", "ROUTE_GROUPS", "STARTUP_HOOKS", "create_app", "load_configured_model"]
 
@@ -128,7 +128,7 @@ def create_app(
     app[METRICS] = metrics
     app[SERVING_STATE] = state
     app[REQUEST_LOG] = RequestLog(config.request_log)
-    app[SCHEMAS] = request_schemas(config.server.limits)
+    app[SCHEMAS] = request_models(config.server.limits)
     app[ROUTE_SPECS] = []
     app[INITIAL_LOAD] = {"loader": initial_loader or load_configured_model}
     for add_group in ROUTE_GROUPS:
@@ -139,7 +139,7 @@ def create_app(
     else:
         app.on_cleanup.append(lambda a: a[SERVING_STATE].close())
     app.cleanup_ctx.extend(STARTUP_HOOKS)
-    if initial_loader is None and config.section("model_repository").enabled:
+    if initial_loader is None and config.model_repository.enabled:
         # Versions from the model repository, traffic policy, feedback, admin and alert routes
         # (docs/lifecycle.md). Installed last so that its shutdown runs first.
         install_lifecycle(app, app[INITIAL_LOAD])

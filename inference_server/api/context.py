@@ -20,9 +20,8 @@ from inference_server.lifecycle.manager import ModelLifecycle
 
 from inference_server.serving.metrics import ENDPOINTS, ServerMetrics
 from inference_server.serving.request_log import RequestLog
-from inference_server.api.schema import Object
+from inference_server.api.schemas import RequestModels
 from inference_server.serving.state import ServingState
-from inference_server.api.validation import RequestSchemas
 
 __all__ = [
     "CONFIG",
@@ -53,7 +52,7 @@ class RouteSpec:
     endpoint: str                                   # `endpoint` label (bounded vocabulary)
     summary: str
     tag: str = "serving"
-    request_schema: Optional[Object] = None         # JSON body schema (validated and documented)
+    request_schema: Optional[Any] = None            # pydantic model (or TypeAdapter) of the JSON body
     response_schema: Optional[dict[str, Any]] = None  # OpenAPI schema of the 200 body
     response_content_type: str = "application/json"
     error_statuses: tuple[int, ...] = ()            # documented error answers
@@ -83,7 +82,7 @@ CONFIG = web.AppKey("config", AppConfig)
 METRICS = web.AppKey("metrics", ServerMetrics)
 SERVING_STATE = web.AppKey("serving_state", ServingState)
 REQUEST_LOG = web.AppKey("request_log", RequestLog)
-SCHEMAS = web.AppKey("schemas", RequestSchemas)
+SCHEMAS = web.AppKey("schemas", RequestModels)
 ROUTE_SPECS = web.AppKey("route_specs", list)
 REQUEST_CONTEXT = web.RequestKey("request_context", RequestContext)
 LIFECYCLE = web.AppKey("lifecycle", ModelLifecycle)

@@ -10,43 +10,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from inference_server.lifecycle.feedback import EVENT_TYPES
 from inference_server.api.context import LIFECYCLE
 from inference_server.api.context import CONFIG, RouteSpec, add_route
 from inference_server.errors import ApiError
-from inference_server.api.validation import read_json
+from inference_server.api.schemas import FEEDBACK_BODY, read_json
 
 __all__ = ["add_feedback_routes"]
 
 _STATUS = {"unknown_request": 404, "expired_request": 410, "validation": 400}
-
-EVENT_SCHEMA = {
-    "type": "object",
-    "required": ["request_id", "event_id", "type", "product_id"],
-    "additionalProperties": False,
-    "properties": {
-        "request_id": {"type": "string", "description": "request_id of the served answer"},
-        "event_id": {"type": "string", "description": "unique per event; repeats are counted once"},
-        "type": {"enum": list(EVENT_TYPES)},
-        "product_id": {"type": "string"},
-        "position": {"type": "integer", "minimum": 1, "description": "1-based position shown; checked against the answer"},
-        "price": {"type": "number", "minimum": 0, "description": "purchase only: unit price"},
-        "currency": {"type": "string", "pattern": "^[A-Z]{3}$", "description": "purchase only; default: the configured currency"},
-    },
-}
-
-
-class _FeedbackBodyDoc:
-    """OpenAPI description of the body (validation is the store's, per event, to report each one)."""
-
-    title = "FeedbackRequest"
-
-    @staticmethod
-    def openapi() -> dict:
-        batch = {"type": "object", "required": ["events"], "additionalProperties": False,
-                 "properties": {"events": {"type": "array", "minItems": 1, "items": EVENT_SCHEMA}}}
-        return {"oneOf": [EVENT_SCHEMA, batch]}
-
 
 FEEDBACK_RESPONSE = {
     "type": "object",
@@ -90,7 +61,7 @@ def add_feedback_routes(app: web.Application) -> None:
     add_route(app, RouteSpec(
         "POST", "/v1/feedback", post_feedback, "feedback", "Shopper events joined to served requests",
         tag="feedback",
-        request_schema=_FeedbackBodyDoc(),
+        request_schema=FEEDBACK_BODY,
         response_schema=FEEDBACK_RESPONSE,
         error_statuses=(400, 404, 410, 413, 415),
     ))

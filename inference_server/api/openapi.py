@@ -1,7 +1,8 @@
-"""The OpenAPI 3.1 document, generated from the registered `RouteSpec`s and their request schemas.
+"""The OpenAPI 3.1 document, generated from the registered `RouteSpec`s and their request models.
 
-Request bodies come from the same `schema.Object` definitions the handlers validate with, so the
-document and the server cannot disagree about what is accepted.
+A request body's schema is its pydantic model's `model_json_schema` (nested models become shared
+components), the same model the handler validates with, so the document and the server cannot
+disagree about what is accepted.
 """
 
 from __future__ import annotations
@@ -9,13 +10,16 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
+from pydantic import BaseModel, TypeAdapter
 
 from inference_server import __version__
 
 from inference_server.api.context import ROUTE_SPECS, RouteSpec
 from inference_server.errors import REJECTION_REASONS
 
-__all__ = ["build_openapi"]
+__all__ = ["body_schema", "build_openapi"]
+
+REF_TEMPLATE = "#/components/schemas/{model}"
 
 _STATUS_TEXT = {
     400: "Invalid body: invalid_json, invalid_encoding or validation (field names the problem)",
@@ -69,8 +73,10 @@ def _operation(spec: RouteSpec, components: dict[str, Any]) -> dict[str, Any]:
                 {"name": segment[1:-1], "in": "path", "required": True, "schema": {"type": "string"}}
             )
     if spec.request_schema is not None:
-        name = spec.request_schema.title or f"{op['operationId']}_body"
-        components[name] = spec.request_schema.openapi()
+        schema = body_schema(spec.request_schema)
+        components.update(schema.pop("$defs", {}))
+        name = schema.get("title") or f"{op['operationId']}_body"
+        components[name] = schema
         op["requestBody"] = {
             "required": True,
             "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}},
@@ -90,6 +96,13 @@ def _operation(spec: RouteSpec, components: dict[str, Any]) -> dict[str, Any]:
     if spec.security is not None:
         op["security"] = spec.security
     return op
+
+
+def body_schema(model: type[BaseModel] | TypeAdapter) -> dict[str, Any]:
+    """The JSON schema of a request body model, nested models referenced as OpenAPI components."""
+    if isinstance(model, TypeAdapter):
+        return model.json_schema(ref_template=REF_TEMPLATE)
+    return model.model_json_schema(ref_template=REF_TEMPLATE)
 
 
 def build_openapi(app: web.Application) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from inference_server.api.context import CONFIG, REQUEST_CONTEXT, SCHEMAS, SERVI
 from inference_server.errors import ApiError
 from inference_server.serving.scoring import Scored, score_rank, score_recommend, score_search
 from inference_server.serving.state import ModelVersion, RoutingContext, ServedResponse, ServingState
-from inference_server.api.validation import read_json_body
+from inference_server.api.schemas import read_json_body
 
 __all__ = ["add_serving_routes"]
 

@@ -7,6 +7,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Iterator, Literal, Mapping, Optional, Sequence
 
+from typed_config import Section
+
 __all__ = ["Catalog", "CatalogBundle", "CatalogConfig", "CatalogError", "JudgedQuery", "Product"]
 
 # Attributes that are free text, not short facets: kept on the product, never embedded.
@@ -112,8 +114,7 @@ class CatalogBundle:
     queries: list[JudgedQuery]
 
 
-@dataclass
-class CatalogConfig:
+class CatalogConfig(Section):
     """Where the catalog comes from (the `catalog:` section of the server config)."""
 
     source: Literal["synthetic", "homedepot", "csv"] = "synthetic"

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from dataclasses import dataclass
 from typing import Iterable, Mapping, Optional
 
 import numpy as np
@@ -29,37 +28,13 @@ from scipy.stats import ks_2samp
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from inference_server.config import ConfigError, register_section
+from inference_server.config import DriftConfig
 
 __all__ = ["DRIFT_FEATURES", "DriftConfig", "DriftCollector", "DriftMonitor", "ks_statistic", "psi",
            "score_spread"]
 
 DRIFT_FEATURES = ("top1_score", "score_spread", "query_tokens")
 SPREAD_DEPTH = 10
-
-
-@dataclass
-class DriftConfig:
-    """`drift:` section of the server config."""
-
-    enabled: bool = True
-    window_size: int = 2000      # online values kept per version and feature (most recent)
-    min_samples: int = 100       # PSI/KS exported once the window holds this many values
-    psi_bins: int = 10           # quantile bins of the reference
-    psi_epsilon: float = 1e-4    # floor of a bin's share
-
-    def validate(self, path: str = "drift") -> None:
-        if self.window_size < 2:
-            raise ConfigError(f"{path}.window_size", f"expected >= 2, got {self.window_size}")
-        if not 1 <= self.min_samples <= self.window_size:
-            raise ConfigError(f"{path}.min_samples", f"expected 1..window_size ({self.window_size}), got {self.min_samples}")
-        if self.psi_bins < 2:
-            raise ConfigError(f"{path}.psi_bins", f"expected >= 2, got {self.psi_bins}")
-        if not 0 < self.psi_epsilon < 0.1:
-            raise ConfigError(f"{path}.psi_epsilon", f"expected a number in (0, 0.1), got {self.psi_epsilon}")
-
-
-register_section("drift", DriftConfig)
 
 
 def score_spread(scores: Iterable[float]) -> Optional[float]:
@@ -105,7 +80,6 @@ class DriftMonitor:
     """Reference distributions and online windows of one model version."""
 
     def __init__(self, model: str, version: str, reference: Mapping[str, np.ndarray], config: DriftConfig) -> None:
-        config.validate("drift")
         self.model = model
         self.version = version
         self.config = config

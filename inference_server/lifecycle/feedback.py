@@ -13,7 +13,6 @@ Everything runs on the event loop thread: no locks, O(1) work per event.
 from __future__ import annotations
 
 import math
-import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -21,7 +20,9 @@ from typing import Any, Callable, Mapping, Optional
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from inference_server.config import ConfigError, register_section
+from inference_server.api.schemas import EVENT_TYPES, FeedbackEvent, validate_body
+from inference_server.config import FeedbackConfig
+from inference_server.errors import ApiError
 
 __all__ = [
     "EVENT_TYPES",
@@ -33,51 +34,10 @@ __all__ = [
     "ndcg_from_click_positions",
 ]
 
-EVENT_TYPES = ("click", "add_to_cart", "purchase")
-EVENT_FIELDS = ("request_id", "event_id", "type", "product_id", "position", "price", "currency")
-_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
-_MAX_PRODUCT_ID = 256
 
 CLICK_POSITION_BUCKETS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 15, 20, 50)
 RECIPROCAL_RANK_BUCKETS = (0.02, 0.05, 0.1, 0.2, 0.25, 1 / 3, 0.5, 1.0)
 NDCG_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
-
-
-@dataclass
-class FeedbackConfig:
-    """`feedback:` section of the server config."""
-
-    max_requests: int = 100_000          # served requests held for joins
-    ttl_s: float = 1800.0                # join window per request
-    max_event_ids: int = 200_000         # event ids remembered for dedup (also dropped after ttl_s)
-    max_expired_ids: int = 100_000       # ids of requests that left the window, to answer expired_request
-    sweep_interval_s: float = 1.0        # how often expired requests are swept (NDCG observed then)
-    max_events_per_request: int = 1000   # events in one POST /v1/feedback
-    max_positions: int = 100             # result positions kept per request (clicks beyond are rejected)
-    currency: str = "USD"                # revenue currency (label of business_revenue_total)
-    rates: dict[str, float] = field(default_factory=dict)  # other currency -> units of `currency` per unit
-
-    def validate(self, path: str = "feedback") -> None:
-        for name in ("max_requests", "max_event_ids", "max_events_per_request", "max_positions"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{path}.{name}", f"expected >= 1, got {getattr(self, name)}")
-        if self.max_expired_ids < 0:
-            raise ConfigError(f"{path}.max_expired_ids", f"expected >= 0, got {self.max_expired_ids}")
-        for name in ("ttl_s", "sweep_interval_s"):
-            value = getattr(self, name)
-            if not (value > 0 and math.isfinite(value)):
-                raise ConfigError(f"{path}.{name}", f"expected a positive number, got {value}")
-        if not _CURRENCY_RE.match(self.currency):
-            raise ConfigError(f"{path}.currency", f"{self.currency!r} is not an ISO 4217 code like 'USD'")
-        for code, rate in self.rates.items():
-            if not _CURRENCY_RE.match(code):
-                raise ConfigError(f"{path}.rates.{code}", "not an ISO 4217 code like 'EUR'")
-            if not (rate > 0 and math.isfinite(rate)):
-                raise ConfigError(f"{path}.rates.{code}", f"expected a positive number, got {rate}")
-
-
-register_section("feedback", FeedbackConfig)
 
 
 class FeedbackMetrics:
@@ -187,7 +147,6 @@ class FeedbackStore:
 
     def __init__(self, config: FeedbackConfig, metrics: FeedbackMetrics,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        config.validate("feedback")
         self.config = config
         self.metrics = metrics
         self._clock = clock
@@ -319,36 +278,13 @@ class FeedbackStore:
 
     @staticmethod
     def _validate(raw: Any) -> dict[str, Any]:
+        """The event checked against `FeedbackEvent` (the documented body), absent fields left out."""
         if not isinstance(raw, dict):
             raise EventRejected("validation", "an event must be a JSON object")
-        for key in raw:
-            if key not in EVENT_FIELDS:
-                raise EventRejected("validation", f"unknown field {key!r}; allowed: {', '.join(EVENT_FIELDS)}", str(key))
-        for key in ("request_id", "event_id", "product_id"):
-            value = raw.get(key)
-            if value is None:
-                raise EventRejected("validation", f"{key} is required", key)
-            if key == "product_id":
-                if not isinstance(value, str) or not 0 < len(value) <= _MAX_PRODUCT_ID:
-                    raise EventRejected("validation", f"product_id must be a string of 1-{_MAX_PRODUCT_ID} characters", key)
-            elif not isinstance(value, str) or not _ID_RE.match(value):
-                raise EventRejected("validation", f"{key} must be 1-128 characters of [A-Za-z0-9._:-]", key)
-        if raw.get("type") not in EVENT_TYPES:
-            raise EventRejected("validation", f"type must be one of {', '.join(EVENT_TYPES)}", "type")
-        position = raw.get("position")
-        if position is not None and (isinstance(position, bool) or not isinstance(position, int) or position < 1):
-            raise EventRejected("validation", "position must be an integer >= 1 (1-based)", "position")
-        price = raw.get("price")
-        if price is not None and (isinstance(price, bool) or not isinstance(price, (int, float))
-                                  or not math.isfinite(price) or price < 0):
-            raise EventRejected("validation", "price must be a finite number >= 0", "price")
-        currency = raw.get("currency")
-        if currency is not None and (not isinstance(currency, str) or not _CURRENCY_RE.match(currency)):
-            raise EventRejected("validation", "currency must be a 3-letter upper-case ISO 4217 code like 'USD'", "currency")
-        if raw["type"] != "purchase" and (price is not None or currency is not None):
-            field_name = "price" if price is not None else "currency"
-            raise EventRejected("validation", f"{field_name} is only allowed on purchase events", field_name)
-        return raw
+        try:
+            return validate_body(FeedbackEvent, raw)
+        except ApiError as exc:
+            raise EventRejected("validation", exc.message, exc.field) from None
 
     def _position(self, event: Mapping[str, Any], req: ServedRequest) -> Optional[int]:
         """The 1-based position of the event's product in the answer (required for clicks)."""

@@ -22,35 +22,12 @@ from typing import Any, Optional
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter
 
-from inference_server.config import ConfigError, register_section
+from inference_server.config import HealthConfig
 from inference_server.models.backend import EncoderBackend
 
 __all__ = ["CHECKS", "CheckResult", "HealthConfig", "HealthMetrics", "check_finite_weights", "check_golden"]
 
 CHECKS = ("finite_weights", "golden_set", "warmup")
-
-
-@dataclass
-class HealthConfig:
-    """`health:` section."""
-
-    golden_min_cosine: float = 0.99
-    golden_min_topk_overlap: float = 0.8
-    interval_s: float = 60.0          # periodic golden check while serving; 0 turns it off
-    deadline_s: float = 30.0          # a periodic check that takes longer counts as failed
-
-    def validate(self, path: str) -> None:
-        if not -1.0 <= self.golden_min_cosine <= 1.0:
-            raise ConfigError(f"{path}.golden_min_cosine", f"expected -1..1, got {self.golden_min_cosine}")
-        if not 0.0 <= self.golden_min_topk_overlap <= 1.0:
-            raise ConfigError(f"{path}.golden_min_topk_overlap", f"expected 0..1, got {self.golden_min_topk_overlap}")
-        if self.interval_s < 0:
-            raise ConfigError(f"{path}.interval_s", f"expected >= 0, got {self.interval_s}")
-        if self.deadline_s <= 0:
-            raise ConfigError(f"{path}.deadline_s", f"expected > 0, got {self.deadline_s}")
-
-
-register_section("health", HealthConfig)
 
 
 @dataclass

@@ -18,7 +18,6 @@ import asyncio
 import functools
 import logging
 import time
-from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -26,7 +25,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from inference_server.catalog.index import VectorIndex
-from inference_server.config import AppConfig, ConfigError, register_section
+from inference_server.config import AppConfig, ConfigError, TrafficConfig
 from inference_server.models.degrade import DegradeConfig, DegradedBackend, maybe_degrade
 from inference_server.lifecycle.drift import DriftCollector, DriftConfig, DriftMonitor
 from inference_server.lifecycle.faults import FaultInjector, FaultMetrics, InjectedFault
@@ -66,30 +65,6 @@ log = logging.getLogger(__name__)
 
 STATES = ("loading", "ready", "failed", "unloaded")
 OVERLAP_BUCKETS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
-
-
-@dataclass
-class TrafficConfig:
-    """`traffic:` section: the split at start (percent or any positive weights) and rollback history."""
-
-    weights: dict[str, float] = field(default_factory=dict)   # empty: all traffic to the newest loaded version
-    shadow: list[str] = field(default_factory=list)
-    history_size: int = 16
-    drain_timeout_s: float = 30.0     # how long unload/reload wait for in-flight requests
-
-    def validate(self, path: str) -> None:
-        for version, weight in self.weights.items():
-            if weight < 0:
-                raise ConfigError(f"{path}.weights.{version}", f"expected >= 0, got {weight}")
-        if self.weights and sum(self.weights.values()) <= 0:
-            raise ConfigError(f"{path}.weights", "at least one version needs a weight > 0")
-        if self.history_size < 1:
-            raise ConfigError(f"{path}.history_size", f"expected >= 1, got {self.history_size}")
-        if self.drain_timeout_s <= 0:
-            raise ConfigError(f"{path}.drain_timeout_s", f"expected > 0, got {self.drain_timeout_s}")
-
-
-register_section("traffic", TrafficConfig)
 
 
 class HealthCheckFailed(RuntimeError):
@@ -166,14 +141,14 @@ class ModelLifecycle:
         self.state = state
         self.config = config
         self.model = config.model.name
-        self.repo_config: ModelRepositoryConfig = config.section("model_repository")
-        self.health_config: HealthConfig = config.section("health")
-        self.traffic_config: TrafficConfig = config.section("traffic")
-        self.drift_config: DriftConfig = config.section("drift")
+        self.repo_config: ModelRepositoryConfig = config.model_repository
+        self.health_config: HealthConfig = config.health
+        self.traffic_config: TrafficConfig = config.traffic
+        self.drift_config: DriftConfig = config.drift
         self.repository = ModelRepository.from_config(self.repo_config)
         self.metrics = LifecycleMetrics(registry)
         self.health_metrics = HealthMetrics(registry)
-        self.feedback = FeedbackStore(config.section("feedback"), FeedbackMetrics(registry))
+        self.feedback = FeedbackStore(config.feedback, FeedbackMetrics(registry))
         self.faults = FaultInjector(FaultMetrics(registry))
         self.router = TrafficRouter(self.model, Split.of({"1": 1.0}), history_size=self.traffic_config.history_size)
         self.artifacts: dict[str, Artifacts] = {}

@@ -29,16 +29,17 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Optional, Sequence
+from typing import Annotated, Any, Literal, Optional, Sequence
 
 import numpy as np
 import yaml
+from pydantic import Field
 
-from typed_config import join_key, require_positive
+from typed_config import Section, parse_section
 
-from inference_server.config import BatchingConfig, ConfigError, build_dataclass, register_section
+from inference_server.config import BatchingConfig, ConfigError, ModelRepositoryConfig, VersionPolicy
 from inference_server.models.degrade import DegradeConfig
 from inference_server.models.backend import EncoderBackend, ModelSpec, resolve_weights_dir
 
@@ -54,6 +55,7 @@ __all__ = [
     "VersionPolicy",
     "build_artifacts",
     "ranking_metrics",
+    "select_versions",
 ]
 
 log = logging.getLogger(__name__)
@@ -70,89 +72,37 @@ class RepositoryError(ValueError):
     """A model repository problem; the message names the file and key."""
 
 
+def select_versions(policy: VersionPolicy, available: Sequence[str]) -> list[str]:
+    """The versions of `available` that `policy` (the `model_repository.version_policy`) loads."""
+    ordered = sorted(available, key=int)
+    if policy.kind == "all":
+        return ordered
+    if policy.kind == "latest":
+        return ordered[-policy.num_versions:]
+    missing = [v for v in policy.versions if v not in available]
+    if missing:
+        raise RepositoryError(f"version_policy.versions: {missing} not in the repository (have {ordered})")
+    return sorted(set(policy.versions), key=int)
+
+
 # ---------------------------------------------------------------------------------------------
 # Configuration: the `model_repository:` server section and the per-version model.yaml
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass
-class VersionPolicy:
-    """Which versions the server loads at start: `latest` N, `all`, or the `specific` ones listed.
-
-    The default loads version 1 only: the repository also ships a deliberately degraded version 2 for
-    drills, which must never take traffic just because it is the newest.
-    """
-
-    kind: Literal["latest", "all", "specific"] = "specific"
-    num_versions: int = 1
-    versions: list[str] = field(default_factory=lambda: ["1"])
-
-    def validate(self, path: str) -> None:
-        if self.kind == "latest" and self.num_versions < 1:
-            raise ConfigError(f"{path}.num_versions", f"expected >= 1, got {self.num_versions}")
-        if self.kind == "specific":
-            if not self.versions:
-                raise ConfigError(f"{path}.versions", "list the versions to load when kind is 'specific'")
-            for i, v in enumerate(self.versions):
-                if not _VERSION_RE.match(v):
-                    raise ConfigError(f"{path}.versions[{i}]", f"{v!r} is not a version number")
-
-    def select(self, available: Sequence[str]) -> list[str]:
-        ordered = sorted(available, key=int)
-        if self.kind == "all":
-            return ordered
-        if self.kind == "latest":
-            return ordered[-self.num_versions:]
-        missing = [v for v in self.versions if v not in available]
-        if missing:
-            raise RepositoryError(f"version_policy.versions: {missing} not in the repository (have {ordered})")
-        return sorted(set(self.versions), key=int)
-
-
-@dataclass
-class ModelRepositoryConfig:
-    """`model_repository:` section: where versions live and what is loaded and checked at start."""
-
-    enabled: bool = True                       # false: serve only the `model:` section (no lifecycle)
-    root: str = "models"                       # relative paths resolve against the working directory
-    state_dir: str = "var/model-repository"    # artefacts written at registration
-    version_policy: VersionPolicy = field(default_factory=VersionPolicy)
-    register_missing: bool = True              # write missing artefacts on first load
-    golden_queries: int = 16                   # fixed queries of the golden set
-    golden_k: int = 10
-    drift_reference_queries: int = 500         # judged queries used for the drift reference
-    eval_k: int = 10                           # NDCG@k of the offline evaluation
-
-    def validate(self, path: str) -> None:
-        require_positive(path, golden_queries=self.golden_queries, golden_k=self.golden_k,
-                         drift_reference_queries=self.drift_reference_queries, eval_k=self.eval_k)
-
-
-if __name__ != "__main__":  # `python -m` runs a second copy of this file; only the importable one registers
-    register_section("model_repository", ModelRepositoryConfig)
-
-
-@dataclass
-class BatchingOverrides:
+class BatchingOverrides(Section):
     """Per-version batching; null keeps the server's `batching:` value."""
 
     enabled: Optional[bool] = None
-    max_batch_size: Optional[int] = None
-    max_queue_delay_ms: Optional[float] = None
-    max_queue_size: Optional[int] = None
+    max_batch_size: Optional[Annotated[int, Field(ge=1)]] = None
+    max_queue_delay_ms: Optional[Annotated[float, Field(ge=0)]] = None
+    max_queue_size: Optional[Annotated[int, Field(ge=1)]] = None
 
     def apply(self, base: BatchingConfig) -> BatchingConfig:
-        changes = {k: v for k, v in asdict(self).items() if v is not None}
-        merged = replace(base, **changes)
-        merged.validate("batching")
-        return merged
-
-    def validate(self, path: str) -> None:
-        require_positive(path, max_batch_size=self.max_batch_size, max_queue_size=self.max_queue_size)
+        return parse_section(BatchingConfig, {**base.model_dump(), **self.model_dump(exclude_none=True)}, "batching")
 
 
-@dataclass
-class VersionConfig:
+class VersionConfig(Section):
     """models/<name>/<version>/model.yaml."""
 
     backend: Literal["torch", "tensorrt"] = "torch"
@@ -160,14 +110,10 @@ class VersionConfig:
     tokenizer: Optional[str] = None      # tokenizer dir when not the weights dir; null = the weights dir
     device: Optional[Literal["auto", "cpu", "cuda"]] = None   # null = the server's model.device
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
-    max_seq_length: int = 128
-    batching: BatchingOverrides = field(default_factory=BatchingOverrides)
-    degrade: DegradeConfig = field(default_factory=DegradeConfig)
+    max_seq_length: Annotated[int, Field(ge=2)] = 128
+    batching: BatchingOverrides = Field(default_factory=BatchingOverrides)
+    degrade: DegradeConfig = Field(default_factory=DegradeConfig)
     description: str = ""
-
-    def validate(self, path: str) -> None:
-        if self.max_seq_length < 2:
-            raise ConfigError(join_key(path, "max_seq_length"), f"expected >= 2, got {self.max_seq_length}")
 
 
 @dataclass
@@ -347,7 +293,7 @@ class ModelRepository:
         except (OSError, yaml.YAMLError) as exc:
             raise RepositoryError(f"{file}: cannot read YAML: {exc}") from exc
         try:
-            config = build_dataclass(VersionConfig, raw, "")
+            config = parse_section(VersionConfig, raw)
         except ConfigError as exc:
             raise RepositoryError(f"{file}: {exc}") from exc
         return VersionEntry(name, version, path, config)
@@ -356,7 +302,7 @@ class ModelRepository:
         available = self.versions(name)
         if not available:
             raise RepositoryError(f"model {name!r} has no versions under {self.root / name} (need <version>/model.yaml)")
-        return policy.select(available)
+        return select_versions(policy, available)
 
     # -- artefacts ---------------------------------------------------------------------------
 
@@ -455,7 +401,7 @@ def register_version(config, repo: ModelRepository, name: str, version: str, *, 
     from inference_server.models.degrade import maybe_degrade
     from inference_server.models.registry import create_backend
 
-    rcfg: ModelRepositoryConfig = config.section("model_repository")
+    rcfg: ModelRepositoryConfig = config.model_repository
     entry = repo.entry(name, version)
     steps = _progress(4, f"register {name}/{version}", progress, unit="step")
     with steps:
@@ -482,7 +428,6 @@ def register_version(config, repo: ModelRepository, name: str, version: str, *, 
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    import inference_server.api.app  # noqa: F401  (registers every lifecycle config section)
     from inference_server.config import load_config
 
     parser = argparse.ArgumentParser(prog="python -m inference_server.lifecycle.repository",
@@ -516,7 +461,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
-    rcfg: ModelRepositoryConfig = config.section("model_repository")
+    rcfg: ModelRepositoryConfig = config.model_repository
     repo = ModelRepository.from_config(rcfg)
     try:
         if args.command == "register":
@@ -543,7 +488,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 art = repo.load_artifacts(name, version, catalog)
                 rows.append({"model": name, "version": version, "backend": entry.config.backend,
                              "weights": entry.config.weights or "(bundled MiniLM)", "dtype": entry.config.dtype,
-                             "degrade": asdict(entry.config.degrade) if entry.config.degrade.active else None,
+                             "degrade": entry.config.degrade.model_dump() if entry.config.degrade.active else None,
                              "description": entry.config.description,
                              "artifacts": str(art.path) if art else None,
                              "evaluation": art.evaluation if art else None})

@@ -10,11 +10,13 @@ from __future__ import annotations
 import os
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Optional, Sequence
+from typing import Annotated, Literal, Optional, Sequence
 
 import numpy as np
+from pydantic import Field
+
+from typed_config import Section
 
 __all__ = [
     "BackendUnavailable",
@@ -31,9 +33,8 @@ TENSORRT_UNAVAILABLE_MESSAGE = (
 )
 
 
-@dataclass
-class ModelSpec:
-    """Which encoder to load and how (one entry of the model repository)."""
+class ModelSpec(Section):
+    """Which encoder to load and how (one entry of the model repository; the `model:` config section)."""
 
     name: str = "minilm"
     version: str = "1"
@@ -44,8 +45,8 @@ class ModelSpec:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # auto: float32 on CPU, bfloat16 (else float16) on CUDA.
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
-    max_seq_length: int = 128
-    num_threads: Optional[int] = None  # torch intra-op threads on CPU (process-wide setting)
+    max_seq_length: Annotated[int, Field(ge=2)] = 128
+    num_threads: Optional[Annotated[int, Field(ge=1)]] = None  # torch intra-op threads on CPU (process-wide setting)
 
 
 def usable_cpu_count() -> int:

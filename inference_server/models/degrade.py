@@ -10,28 +10,24 @@ of the clean model 0.85): noise 0.8 -> 0.80, 1.5 -> 0.53, 3.0 -> 0.12; the shipp
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
-from typing import Sequence
+from typing import Annotated, Sequence
 
 import numpy as np
+from pydantic import Field
 
-from typed_config import ConfigError, join_key
+from typed_config import Section
 
 from inference_server.models.backend import EncoderBackend
 
 __all__ = ["DegradeConfig", "DegradedBackend", "maybe_degrade"]
 
 
-@dataclass
-class DegradeConfig:
+class DegradeConfig(Section):
     """`degrade:` of a model.yaml; all zero means a normal model."""
 
-    embedding_noise: float = 0.0   # expected L2 norm of the noise added to each unit embedding
+    # expected L2 norm of the noise added to each unit embedding
+    embedding_noise: Annotated[float, Field(ge=0.0, le=100.0)] = 0.0
     seed: int = 0
-
-    def validate(self, path: str) -> None:
-        if not 0.0 <= self.embedding_noise <= 100.0:
-            raise ConfigError(join_key(path, "embedding_noise"), f"expected 0..100, got {self.embedding_noise}")
 
     @property
     def active(self) -> bool:

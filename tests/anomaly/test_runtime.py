@@ -212,9 +212,9 @@ def test_config_errors_name_the_key():
 async def test_exporter_metrics_pass_promtool_with_anomaly_jobs(backfilled_prometheus, aiohttp_client):
     promtool = require_binary("promtool")
     from exporter.app import create_app
-    from exporter.config import ExporterConfig, build_dataclass
+    from exporter.config import parse_config
 
-    config = build_dataclass(ExporterConfig, {
+    config = parse_config({
         "nvml": {"enabled": False},
         "anomaly": {"prometheus_url": backfilled_prometheus.url, "jobs": [JOB]},
     })

@@ -1,26 +1,41 @@
-"""Range checks of request schemas name the bound that was broken, one-sided bounds included."""
+"""Range checks of request bodies name the field and the bound that was broken, one-sided bounds included."""
 import pytest
 
+from inference_server.api.schemas import FaultRequest, FeedbackEvent, request_models, validate_body
+from inference_server.config import LimitsConfig
 from inference_server.errors import ApiError
-from inference_server.api.schema import Integer, Number
+
+SEARCH = request_models(LimitsConfig()).search
 
 
 @pytest.mark.parametrize(
-    "schema, value, message",
+    "model, body, field, fragment",
     [
-        (Integer(minimum=1, maximum=100), 0, "k must be between 1 and 100, got 0"),
-        (Integer(minimum=1), 0, "k must be >= 1, got 0"),
-        (Number(maximum=10.0), 10.5, "k must be <= 10.0, got 10.5"),
+        (SEARCH, {"query": "a", "k": 0}, "k", "greater than or equal to 1, got 0"),
+        (SEARCH, {"query": "a", "k": 101}, "k", "less than or equal to 100, got 101"),
+        (FaultRequest, {"duration_s": 1, "error_rate": 1.5}, "error_rate", "less than or equal to 1, got 1.5"),
+        (FaultRequest, {"duration_s": 0}, "duration_s", "greater than or equal to 0.001, got 0"),
+        (FeedbackEvent, {"request_id": "r", "event_id": "e", "type": "click", "product_id": "p", "position": 0},
+         "position", "greater than or equal to 1, got 0"),
     ],
 )
-def test_out_of_range_values_are_rejected_with_the_bound(schema, value, message):
+def test_out_of_range_values_are_rejected_with_the_bound(model, body, field, fragment):
     with pytest.raises(ApiError) as info:
-        schema.validate(value, "k")
-    assert str(info.value) == message
-    assert info.value.status == 400
+        validate_body(model, body)
+    assert info.value.status == 400 and info.value.field == field
+    assert str(info.value) == f"{field}: Input should be {fragment}"
 
 
-def test_values_inside_the_bounds_pass_and_the_bounds_reach_openapi():
-    assert Integer(minimum=1).validate(1, "k") == 1
-    assert Number(minimum=0.0, maximum=1.0).validate(1, "p") == 1.0
-    assert Integer(maximum=5).openapi()["maximum"] == 5 and "minimum" not in Integer(maximum=5).openapi()
+def test_values_inside_the_bounds_pass_and_the_bounds_reach_the_schema():
+    assert validate_body(SEARCH, {"query": " a ", "k": 1}) == {"query": "a", "k": 1}
+    assert validate_body(FaultRequest, {"duration_s": 1, "error_rate": 1})["error_rate"] == 1.0
+    k = SEARCH.model_json_schema()["properties"]["k"]
+    assert (k["minimum"], k["maximum"]) == (1, 100)
+    assert request_models(LimitsConfig(max_k=5)).search.model_json_schema()["properties"]["k"]["maximum"] == 5
+
+
+def test_null_for_an_optional_field_means_absent():
+    assert validate_body(SEARCH, {"query": "a", "k": None, "user_id": None}) == {"query": "a", "k": 10}
+    with pytest.raises(ApiError) as info:
+        validate_body(SEARCH, {"query": None})
+    assert info.value.field == "query"

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 
 from inference_server.serving.state import RoutingDecision
 
@@ -14,7 +13,7 @@ async def test_versions_route_reload_and_unload(make_client):
     client = await make_client(model_repository={"enabled": False})
     state = client.state
     v1 = state.get("minilm", "1")
-    await state.load_version(dataclasses.replace(v1.spec, version="2"))
+    await state.load_version(v1.spec.model_copy(update={"version": "2"}))
     # Default router: largest weight, newest on ties.
     assert (await (await client.post("/v1/search", json={"query": "mirror"})).json())["version"] == "2"
     v1.traffic_weight, state.get("minilm", "2").traffic_weight = 1.0, 0.0

@@ -7,14 +7,14 @@ import pytest
 from prometheus_client.core import GaugeMetricFamily
 
 from exporter.app import create_app
-from exporter.config import ExporterConfig, build_dataclass
+from exporter.config import ExporterConfig, parse_config
 from tests.exporter.conftest import promtool_check, value
 from devstack.fake_nvml import FakeNVML
 
 
 def config(**nvml) -> ExporterConfig:
     nvml.setdefault("xid_wait_milliseconds", 50)
-    return build_dataclass(ExporterConfig, {"nvml": nvml})
+    return parse_config({"nvml": nvml})
 
 
 async def scrape(client) -> str:

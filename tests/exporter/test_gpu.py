@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from exporter.app import create_app
-from exporter.config import ExporterConfig, build_dataclass
+from exporter.config import ExporterConfig, parse_config
 from tests.exporter.conftest import promtool_check, samples, value
 
 pytestmark = pytest.mark.gpu
@@ -52,7 +52,7 @@ def gpu_required() -> None:
 
 
 async def test_exporter_matches_nvidia_smi(gpu_required, aiohttp_client):
-    cfg: ExporterConfig = build_dataclass(ExporterConfig, {"nvml": {"max_age_seconds": 0, "process_memory": True}})
+    cfg: ExporterConfig = parse_config({"nvml": {"max_age_seconds": 0, "process_memory": True}})
     client = await aiohttp_client(create_app(cfg))  # the real pynvml
     resp = await client.get("/metrics")
     text = await resp.text()

@@ -7,6 +7,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from inference_server.config import ConfigError
+from typed_config import parse_section
 from inference_server.lifecycle.feedback import FeedbackConfig, FeedbackMetrics, FeedbackStore, ndcg_from_click_positions
 
 
@@ -167,7 +168,7 @@ def test_ndcg_formula():
                                       ({"rates": {"EUR": -1}}, "feedback.rates.EUR")])
 def test_config_errors_name_the_key(cfg, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        FeedbackConfig(**cfg).validate("feedback")
+        parse_section(FeedbackConfig, cfg, "feedback")
 
 
 def test_positions_tracked_per_request_are_bounded():

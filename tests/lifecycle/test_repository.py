@@ -10,6 +10,7 @@ import pytest
 
 from inference_server.catalog import Catalog, Product
 from inference_server.config import BatchingConfig, ConfigError
+from typed_config import parse_section
 from inference_server.models.backend import ModelSpec
 from inference_server.lifecycle.repository import (
     GoldenSet,
@@ -58,13 +59,15 @@ def test_version_policy(tmp_path):
     (tmp_path / "minilm" / "7").mkdir()                         # no model.yaml: not a version
     repo = ModelRepository(tmp_path, tmp_path / "state")
     assert repo.versions("minilm") == ["1", "2", "3", "10"]
-    assert repo.select("minilm", VersionPolicy("latest", 2)) == ["3", "10"]
-    assert repo.select("minilm", VersionPolicy("all")) == ["1", "2", "3", "10"]
-    assert repo.select("minilm", VersionPolicy("specific", versions=["2"])) == ["2"]
+    assert repo.select("minilm", VersionPolicy(kind="latest", num_versions=2)) == ["3", "10"]
+    assert repo.select("minilm", VersionPolicy(kind="all")) == ["1", "2", "3", "10"]
+    assert repo.select("minilm", VersionPolicy(kind="specific", versions=["2"])) == ["2"]
     with pytest.raises(RepositoryError, match="9"):
-        repo.select("minilm", VersionPolicy("specific", versions=["9"]))
-    with pytest.raises(ConfigError, match="num_versions"):
-        VersionPolicy("latest", 0).validate("model_repository.version_policy")
+        repo.select("minilm", VersionPolicy(kind="specific", versions=["9"]))
+    with pytest.raises(ConfigError, match="model_repository.version_policy.num_versions"):
+        parse_section(VersionPolicy, {"kind": "latest", "num_versions": 0}, "model_repository.version_policy")
+    with pytest.raises(ConfigError, match=r"model_repository.version_policy.versions\[1\]"):
+        parse_section(VersionPolicy, {"versions": ["1", "x"]}, "model_repository.version_policy")
 
 
 def test_spec_and_batching_resolution(tmp_path):

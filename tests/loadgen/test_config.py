@@ -65,4 +65,27 @@ def test_bad_scenario_specs(spec):
 
 
 def test_defaults_validate():
-    LoadgenConfig().validate()
+    assert load_config(None) == LoadgenConfig()
+
+
+def test_cli_flags_are_validated_with_the_file(tmp_path):
+    from loadgen.__main__ import apply_cli, build_parser
+
+    cfg = load_config(write(tmp_path, "rate: {requests_per_second: 2}"))
+    args = build_parser().parse_args(["--rate", "7", "--users", "5", "--scenario", "surge@1+2"])
+    applied = apply_cli(cfg, args)
+    assert (applied.rate.requests_per_second, applied.shopper.users) == (7.0, 5)
+    assert [sc.name for sc in applied.scenarios] == ["surge"]
+    with pytest.raises(ConfigError) as err:
+        apply_cli(cfg, build_parser().parse_args(["--users", "0"]))
+    assert str(err.value).startswith("shopper.users: ")
+
+
+def test_cli_exits_2_naming_the_key(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "loadgen", "--config", str(write(tmp_path, "shopper: {users: x}"))],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert "config error: shopper.users: Input should be a valid integer, got 'x'" in proc.stderr

@@ -44,8 +44,7 @@ def sim_config(server, **overrides) -> LoadgenConfig:
     cfg.rate.daily_amplitude = 0.0
     cfg.relevance.server_config = str(server.extra["config_path"])
     for key, value in overrides.items():
-        setattr(cfg, key, value)
-    cfg.validate()
+        setattr(cfg, key, value)  # sections validate assignments
     return cfg
 
 

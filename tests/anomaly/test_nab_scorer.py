@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.nab_scorer import (
+from exporter.anomaly.nab_scorer import (
     CostProfile, optimise_profile, probation_length, scaled_sigmoid, score_results_dir, sweep_file,
 )
 

@@ -28,9 +28,10 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from .base import Detector, DetectorOutput, Direction, scale_floor
 from .seasonality import detect_period
+from .tail import TailModel
 
-MIN_LOG_SPREAD = 0.25
-# Score of a value outside the range seen so far: well above the alert level of 1 (any value >= 5
+# Nominal rate of scores > 1 on a series that behaves as it did recently.
+DEFAULT_RATE = 1e-4# Score of a value outside the range seen so far: well above the alert level of 1 (any value >= 5
 # gives identical NAB results, so this is not a tuned constant).
 NOVELTY_SCORE = 10.0
 # Above this many windows, pandas' skip-list rolling quantiles beat numpy's per-window partition.
@@ -53,10 +54,12 @@ class EnsembleDetector(Detector):
     name = "ensemble"
 
     def __init__(self, *, window: int = 128, period: int | str = "auto", neighbourhood: int | str = "auto",
-                 cycles: int = 2, history: int = 3000, holdoff: int = 100, sigmas: float = 6.0,
-                 record_margin: float = 1.1, novelty_tolerance: float | None = 0.05,
-                 novelty_rank: int = 2, **kwargs) -> None:
-        super().__init__(sigmas=sigmas, **kwargs)
+                 cycles: int = 2, history: int = 3000, holdoff: int = 100, rate: float = DEFAULT_RATE,
+                 novelty_tolerance: float | None = 0.05, novelty_rank: int = 2, **kwargs) -> None:
+        if "sigmas" in kwargs or "record_margin" in kwargs:
+            raise TypeError("ensemble: 'sigmas' and 'record_margin' were replaced by 'rate' (the "
+                            "nominal rate of scores > 1 on a series behaving as it did recently)")
+        super().__init__(**kwargs)
         if int(window) < 4:
             raise ValueError("window must be >= 4")
         if period != "auto" and (not isinstance(period, int) or period < 0):
@@ -72,9 +75,8 @@ class EnsembleDetector(Detector):
         self.cycles = int(cycles)
         self.history = int(history)
         self.holdoff = int(holdoff)
-        if record_margin < 1:
-            raise ValueError("record_margin must be >= 1")
-        self.record_margin = float(record_margin)
+        self.tail = TailModel(rate)
+        self.rate = self.tail.rate
         if novelty_tolerance is not None and not 0 <= novelty_tolerance < 10:
             raise ValueError("novelty_tolerance must be in [0, 10) or null (off)")
         self.novelty_tolerance = None if novelty_tolerance is None else float(novelty_tolerance)
@@ -87,9 +89,6 @@ class EnsembleDetector(Detector):
         self._buf = np.empty(0)
         self._floor = 1e-9
         self._season_scale = 1.0
-        self._ref_max = np.inf
-        self._log_mu = 0.0
-        self._log_sd = 1.0
         self._since_alert = 1 << 30
         self._alert_peak = 1.0
 
@@ -129,15 +128,7 @@ class EnsembleDetector(Detector):
             hi, lo = self._season_band(h, h.size - self.context)
             half = (hi - lo)[-self.period:] / 2.0
             self._season_scale = max(float(np.median(half)), self._floor)
-        if n_eval >= 20:
-            raw = self._raw(h, n_eval)[0]
-            self._ref_max = max(float(np.max(raw)), 1e-9)
-            lr = np.log1p(raw)
-            # The spread is floored so a series whose deviations are almost always ~0 still needs
-            # an e-fold deviation (log1p(raw) one unit above its mean) per sigma.
-            self._log_mu, self._log_sd = float(lr.mean()), max(float(lr.std()), MIN_LOG_SPREAD)
-        else:
-            self._ref_max, self._log_mu, self._log_sd = np.inf, 0.0, 1.0
+        self.tail.fit(self._raw(h, n_eval)[0] if n_eval >= 20 else np.empty(0))
         self._buf = h[-self.context:].copy()
         self.fitted = True
 
@@ -197,11 +188,9 @@ class EnsembleDetector(Detector):
                 filled[i] = filled[i - 1] if i else last
         v = np.concatenate([self._buf, filled])
         raw, med, expected, local_scale, hi, lo = self._raw(v, n)
-        ratio = raw / (self.record_margin * self._ref_max)
-        z = (np.log1p(raw) - self._log_mu) / (self._log_sd * self.sigmas)
-        score = np.maximum(np.maximum(ratio, z), 0.0)
+        score = self.tail.score(raw)
         # The raw deviation at which the score reaches 1 gives the band.
-        raw_one = min(self.record_margin * self._ref_max, float(np.expm1(self._log_mu + self.sigmas * self._log_sd)))
+        raw_one = self.tail.level(1.0)
         lower, upper = med - raw_one * local_scale, med + raw_one * local_scale
         if hi is not None:
             lower = np.minimum(lower, lo - raw_one * self._season_scale)

@@ -236,7 +236,8 @@ class EnsembleDetector(Detector):
                 if check_below:
                     limit_lo[i] = lo - margin
                 if v > limit_hi[i] or v < limit_lo[i]:
-                    out[i] = NOVELTY_SCORE
+                    beyond = max(v - limit_hi[i], limit_lo[i] - v) / (hi - lo)
+                    out[i] = NOVELTY_SCORE * (1.0 + beyond)
             if len(top) < k or v > top[0]:
                 top = sorted(top + [v])[-k:]
             if len(bottom) < k or v < bottom[-1]:

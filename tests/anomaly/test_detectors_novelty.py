@@ -33,6 +33,11 @@ def test_value_beyond_the_second_largest_is_novel_despite_one_freak_value():
     assert out.score[2] >= NOVELTY_SCORE  # below 0 - 5% of the range
 
 
+def test_novelty_score_grows_with_the_distance_beyond_the_range():
+    near, far = fitted().score(np.array([14.0])).score[0], fitted().score(np.array([40.0])).score[0]
+    assert NOVELTY_SCORE <= near < far
+
+
 def test_rank_one_is_numentas_full_range():
     det = fitted(params={"novelty_rank": 1})
     out = det.score(np.array([14.0, 120.0]))

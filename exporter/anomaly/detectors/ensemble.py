@@ -1,24 +1,28 @@
-"""Multi-timescale ensemble with likelihood-style normalisation: the detector tuned on NAB.
+"""Multi-timescale ensemble with a calibrated score: the default detector.
 
 Two views of "normal" must both be violated (their deviations are combined with ``min``):
 
 * local: distance from the median of the last ``window`` points, in robust scale units
   (IQR / 1.349, floored at 0.3 x the window's standard deviation for count-like series);
 * seasonal (when a period is configured or detected): distance outside the band spanned by the
-  same phase (+/- ``neighbourhood`` points, ``period // 128`` by default, which absorbs phase jitter) in the previous ``cycles``
-  cycles, in units of the typical half-width of that band.
+  same phase (+/- ``neighbourhood`` points, ``period // 128`` by default, which absorbs phase
+  jitter) in the previous ``cycles`` cycles, in units of the typical half-width of that band.
 
-The combined deviation ``raw`` is then judged against its own history (the last ``history`` points,
-re-estimated at every fit), like NAB's anomaly likelihood, by two calibrated ratios whose maximum is
-the score: ``raw / (record_margin * max(raw history))`` (a deviation clearly larger than anything
-recently seen) and
-``z(log1p raw) / sigmas`` (a rare deviation for this series). A value outside the range of the
-values seen so far, widened by ``novelty_tolerance`` (5%, Numenta's constant) of that range on
-each side, scores at least ``NOVELTY_SCORE``: Numenta's "spatial anomaly" rule, made robust by
-taking the range between the ``novelty_rank``-th smallest and largest values (2: one freak value
+The combined deviation ``raw`` is then turned into a probability under the series' own recent
+behaviour (``tail.TailModel``: the raw deviations of the last ``history`` points, re-estimated at
+every fit, their upper tail modelled by a generalised Pareto distribution), like NAB's anomaly
+likelihood but with an extreme-value tail instead of a Gaussian one. The score is
+``log P(raw) / log rate``: above 1 exactly when the deviation is rarer than the nominal ``rate``
+(1e-4 per point by default), on every series whatever its unit, scale or noise shape; 2 means
+``rate**2``.
+
+A value outside the range of the values seen so far, widened by ``novelty_tolerance`` (5%,
+Numenta's constant) of that range on each side, scores ``NOVELTY_SCORE * (1 + d)`` where ``d`` is
+its distance beyond the limit in units of the range: Numenta's "spatial anomaly" rule, made robust
+by taking the range between the ``novelty_rank``-th smallest and largest values (2: one freak value
 on either side does not mask everything below it forever). After an alert (score > 1) the score is
-rescaled by the alert's peak for ``holdoff`` points, so a continuing incident re-alerts only when it
-gets worse.
+divided by the running peak for ``holdoff`` points, so a continuing incident re-alerts only when it
+gets worse (a higher deviation or a further record).
 """
 from __future__ import annotations
 
@@ -31,8 +35,8 @@ from .seasonality import detect_period
 from .tail import TailModel
 
 # Nominal rate of scores > 1 on a series that behaves as it did recently.
-DEFAULT_RATE = 1e-4# Score of a value outside the range seen so far: well above the alert level of 1 (any value >= 5
-# gives identical NAB results, so this is not a tuned constant).
+DEFAULT_RATE = 1e-4
+# Score of a value just outside the range seen so far: well above the alert level of 1.
 NOVELTY_SCORE = 10.0
 # Above this many windows, pandas' skip-list rolling quantiles beat numpy's per-window partition.
 ROLLING_CUTOVER = 256
@@ -212,7 +216,8 @@ class EnsembleDetector(Detector):
         return DetectorOutput(score=score, expected=expected, lower=lower, upper=upper)
 
     def _novelty(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Novelty score per value (NOVELTY_SCORE or 0) and the limits in force for it.
+        """Novelty score per value (0, or NOVELTY_SCORE * (1 + distance beyond the limit / range))
+        and the limits in force for it.
 
         A value is novel when it leaves the range from the ``novelty_rank``-th smallest to the
         ``novelty_rank``-th largest value seen before it (fit history plus every point scored

@@ -125,3 +125,12 @@ def test_spiky_infrastructure_metric_rarely_alerts_but_a_real_incident_does():
     incident[15_000:15_050] += 120  # a sustained jump far above any burst
     hit = stream(build_detector("ensemble"), incident, fit_every=100, fit_window=20_000, min_fit=1500)
     assert hit.score[15_000] > 1
+
+
+def test_a_step_after_a_perfectly_flat_history_alerts():
+    x = np.full(3000, 5.0)
+    x[2500:] = 5.5
+    out = stream(build_detector("ensemble"), x, fit_every=100, fit_window=2000, min_fit=1000)
+    assert out.score[2500] > 1
+    assert np.all(out.score[1000:2500] == 0.0)
+    assert np.all(np.isfinite(out.score)) and np.all(np.isfinite(out.expected))

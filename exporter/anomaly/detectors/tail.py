@@ -30,6 +30,8 @@ def gpd_pwm(excesses: np.ndarray) -> tuple[float, float]:
     """Shape xi and scale sigma of a generalised Pareto fitted by probability-weighted moments."""
     y = np.sort(np.asarray(excesses, dtype=float))
     n = y.size
+    if n == 0:  # every deviation ties at or below u: anything above it is beyond all seen
+        return 0.0, 1e-12
     a0 = float(y.mean())
     if n < MIN_EXCESSES or a0 <= 0.0:
         return 0.0, max(a0, 1e-12)

@@ -100,13 +100,13 @@ def report(rows: list[tuple[str, Protocols, float | None]], n_files: int) -> Non
     """Print the three protocols for every detector (ours, then NAB's references)."""
     print(f"\nNAB, {n_files} files; standard profile unless named. LOCO = leave-one-category-out.")
     header = (f"{'detector':<24}{'LOCO pooled':>12}{'LOCO mean':>10}{'production':>11}{'prod FP':>8}"
-              + "".join(f"{'opt ' + p[:14]:>19}" for p in PROFILE_NAMES) + f"{'opt thr':>9}{'seconds':>9}")
+              + "".join(f"{'opt ' + p:>23}" for p in PROFILE_NAMES) + f"{'opt thr':>9}{'seconds':>9}")
     print(header)
     for name, pr, seconds in rows:
         prod = pr.production
         print(f"{name:<24}{_fmt(pr.held_out.pooled.normalized, 12)}{_fmt(pr.held_out.category_mean, 10)}"
               f"{_fmt(prod.normalized if prod else None, 11)}{(prod.fp if prod else '-'):>8}"
-              + "".join(_fmt(pr.optimised[p].normalized, 19) for p in PROFILE_NAMES)
+              + "".join(_fmt(pr.optimised[p].normalized, 23) for p in PROFILE_NAMES)
               + f"{pr.optimised['standard'].threshold:>9.4f}"
               + (f"{seconds:>9.0f}" if seconds is not None else f"{'(ref)':>9}"))
     cats = sorted(rows[0][1].held_out.categories) if rows else []

@@ -5,22 +5,29 @@
 Each detector sees a file point by point in chunks: it is refitted every ``fit_every`` points on the
 last ``fit_window`` points before the chunk and then scores the chunk, so the score at t uses only
 values up to t. Detector scores (>= 0, > 1 anomalous) are mapped to NAB's [0, 1] with the monotone
-transform ``score / (1 + score)`` (1 maps to 0.5). Results are scored with ``benchmarks.nab_scorer``
-(NAB's published rules) and printed beside the reference figures.
+transform ``score / (1 + score)`` (1 maps to 0.5). Results are scored with
+``exporter.anomaly.nab_scorer`` (NAB's published rules) under three protocols, printed together:
 
-To estimate generalisation, the corpus is also scored as two fixed halves (``split_halves``: within
-each category, files sorted by the MD5 of their name alternate A, B; thresholds are optimised and
-scores normalised within each half). Tune on half A, read half B.
+* leave-one-category-out (standard profile): for each NAB category the threshold is optimised on
+  the other categories and the held-out category is scored with it; printed per category, as their
+  mean, and pooled (all held-out raw scores summed, normalised on the whole corpus);
+* production threshold (standard profile): the detections are the points the exporter alerts on,
+  ``anomaly_score > 1`` (NAB score > 0.5); no threshold is chosen at all;
+* optimised threshold: NAB's own protocol (one threshold per profile optimised on the corpus).
+
+NAB's published detectors found under ``<data>/reference_results/<detector>/`` are scored the same
+way from their files (they have no production threshold).
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
+import math
 import multiprocessing
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,9 +38,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.nab_scorer import (  # noqa: E402
-    PROFILE_NAMES, REFERENCE_SCORES, load_profiles, load_windows, probation_length, read_results_dir,
-    score_corpus,
+from exporter.anomaly.nab_scorer import (  # noqa: E402
+    PROFILE_NAMES, HeldOut, ProfileResult, category, leave_one_category_out, load_profiles,
+    load_windows, optimise_profile, probation_length, read_results_dir, score_at_threshold,
+    sweep_corpus,
 )
 from exporter.anomaly.detectors import DETECTORS, build_detector  # noqa: E402
 from exporter.anomaly.streaming import stream  # noqa: E402
@@ -53,27 +61,69 @@ def to_nab_score(score: np.ndarray) -> np.ndarray:
     return s / (1.0 + s)
 
 
-def split_halves(keys: list[str]) -> dict[str, str]:
-    """Fixed A/B split mixing categories: per category, files ordered by MD5 of the name alternate."""
-    halves: dict[str, str] = {}
-    for category in sorted({k.split("/")[0] for k in keys}):
-        members = sorted((k for k in keys if k.split("/")[0] == category),
-                         key=lambda k: hashlib.md5(k.split("/")[-1].encode()).hexdigest())
-        for i, key in enumerate(members):
-            halves[key] = "AB"[i % 2]
-    return halves
+PRODUCTION_THRESHOLD = float(np.nextafter(0.5, 1.0))  # anomaly_score > 1 <=> NAB score > 0.5
 
 
-def score_with_halves(results: dict, nab_dir: Path) -> dict[str, dict]:
-    """Profile results on the whole corpus ("all") and on each half ("A", "B")."""
+@dataclass
+class Protocols:
+    """One detector's results under the three protocols."""
+
+    optimised: dict[str, ProfileResult]  # per profile
+    held_out: HeldOut  # leave-one-category-out, standard profile
+    production: ProfileResult | None  # standard profile at anomaly_score > 1 (None: not ours)
+    production_by_category: dict[str, ProfileResult]
+
+
+def evaluate(results: dict, nab_dir: Path, production: bool = True) -> Protocols:
     windows = load_windows(nab_dir / "labels" / "combined_windows.json")
     profiles = load_profiles(nab_dir / "profiles.json")
-    halves = split_halves(sorted(results))
-    out = {"all": score_corpus(results, windows, profiles)}
-    for half in "AB":
-        part = {k: v for k, v in results.items() if halves[k] == half}
-        out[half] = score_corpus(part, windows, profiles)
-    return out
+    sweeps = sweep_corpus(results, windows)
+    std = profiles["standard"]
+    by_cat = {}
+    if production:
+        for cat in sorted({category(k) for k in sweeps}):
+            by_cat[cat] = score_at_threshold([s for k, s in sweeps.items() if category(k) == cat],
+                                             std, PRODUCTION_THRESHOLD)
+    return Protocols(
+        optimised={name: optimise_profile(list(sweeps.values()), prof) for name, prof in profiles.items()},
+        held_out=leave_one_category_out(sweeps, std),
+        production=score_at_threshold(list(sweeps.values()), std, PRODUCTION_THRESHOLD) if production else None,
+        production_by_category=by_cat,
+    )
+
+
+def _fmt(x: float, width: int) -> str:
+    return f"{'-':>{width}}" if x is None or math.isnan(x) else f"{x:>{width}.1f}"
+
+
+def report(rows: list[tuple[str, Protocols, float | None]], n_files: int) -> None:
+    """Print the three protocols for every detector (ours, then NAB's references)."""
+    print(f"\nNAB, {n_files} files; standard profile unless named. LOCO = leave-one-category-out.")
+    header = (f"{'detector':<24}{'LOCO pooled':>12}{'LOCO mean':>10}{'production':>11}{'prod FP':>8}"
+              + "".join(f"{'opt ' + p:>23}" for p in PROFILE_NAMES) + f"{'opt thr':>9}{'seconds':>9}")
+    print(header)
+    for name, pr, seconds in rows:
+        prod = pr.production
+        print(f"{name:<24}{_fmt(pr.held_out.pooled.normalized, 12)}{_fmt(pr.held_out.category_mean, 10)}"
+              f"{_fmt(prod.normalized if prod else None, 11)}{(prod.fp if prod else '-'):>8}"
+              + "".join(_fmt(pr.optimised[p].normalized, 23) for p in PROFILE_NAMES)
+              + f"{pr.optimised['standard'].threshold:>9.4f}"
+              + (f"{seconds:>9.0f}" if seconds is not None else f"{'(ref)':>9}"))
+    cats = sorted(rows[0][1].held_out.categories) if rows else []
+    print("\nPer category (standard): LOCO score [its threshold] TP/FP/FN | production score TP/FP/FN")
+    for name, pr, _ in rows:
+        print(f"{name}:")
+        for cat in cats:
+            r = pr.held_out.categories[cat]
+            line = (f"  {cat:<24}LOCO {_fmt(r.normalized, 6)} [{r.threshold:.4f}] "
+                    f"{r.tp:>4}/{r.fp:>4}/{r.fn:>3}")
+            if cat in pr.production_by_category:
+                q = pr.production_by_category[cat]
+                line += f"  | production {_fmt(q.normalized, 6)} {q.tp:>4}/{q.fp:>4}/{q.fn:>3}"
+            print(line)
+    print("Normalised scores are undefined ('-') for a category without windows (artificialNoAnomaly);"
+          " its false positives still count in the pooled LOCO score. LOCO mean = mean over the"
+          " categories with windows. TP/FP = detections (points), FN = missed windows.")
 
 
 def run_file(args: tuple[str, Path, Path, Path, dict]) -> str:
@@ -125,32 +175,13 @@ def main(argv: list[str] | None = None) -> int:
                     for job in jobs:
                         run_file(job)
                         bar.update()
-        scored = score_with_halves(read_results_dir(args.out / name, name), args.data)
-        rows.append((name, scored, time.perf_counter() - t0))
-    references = {}
-    for name in REFERENCE_SCORES:
-        ref_dir = args.data / "reference_results" / name
-        if ref_dir.is_dir():
-            references[name] = score_with_halves(read_results_dir(ref_dir, name), args.data)
-    halves = split_halves([str(rel) for rel in files])
-    counts = {h: sum(1 for v in halves.values() if v == h) for h in "AB"}
-    print()
-    header = (f"{'detector':<22}" + "".join(f"{p:>20}" for p in PROFILE_NAMES)
-              + f"{'std A':>8}{'std B':>8}{'seconds':>10}")
-    print(header)
-    for name, scored, seconds in rows:
-        print(f"{name:<22}" + "".join(f"{scored['all'][p].normalized:>20.1f}" for p in PROFILE_NAMES)
-              + f"{scored['A']['standard'].normalized:>8.1f}{scored['B']['standard'].normalized:>8.1f}"
-              + f"{seconds:>10.0f}")
-    print(f"reference (NAB's published outputs, scored on these {len(files)} files):")
-    for name, ref in REFERENCE_SCORES.items():
-        split = references.get(name)
-        print(f"{name:<22}" + "".join(f"{ref[p]:>20.1f}" if p in ref else f"{'-':>20}"
-                                      for p in PROFILE_NAMES)
-              + (f"{split['A']['standard'].normalized:>8.1f}{split['B']['standard'].normalized:>8.1f}"
-                 if split else f"{'-':>8}{'-':>8}"))
-    print(f"std A / std B: standard profile on the fixed halves ({counts['A']} / {counts['B']} files, "
-          "threshold optimised within each half); tune on A, read B")
+        seconds = time.perf_counter() - t0
+        rows.append((name, evaluate(read_results_dir(args.out / name, name), args.data), seconds))
+    ref_root = args.data / "reference_results"
+    for ref_dir in sorted(p for p in ref_root.glob("*") if p.is_dir()) if ref_root.is_dir() else []:
+        rows.append((f"ref: {ref_dir.name}",
+                     evaluate(read_results_dir(ref_dir, ref_dir.name), args.data, production=False), None))
+    report(rows, len(files))
     return 0
 
 

@@ -7,9 +7,8 @@ import pytest
 from exporter.anomaly.detectors import build_detector
 from exporter.anomaly.detectors.ensemble import NOVELTY_SCORE
 
-# Make the deviation terms negligible (huge sigmas and record margin) to isolate the novelty rule.
-NOVELTY_ONLY = {"window": 16, "period": 0, "history": 50, "holdoff": 0, "sigmas": 50.0,
-                "record_margin": 1e6}
+# Make the deviation term negligible (an absurdly small nominal rate) to isolate the novelty rule.
+NOVELTY_ONLY = {"window": 16, "period": 0, "history": 50, "holdoff": 0, "rate": 1e-300}
 
 
 def history_with_freak(seed: int = 0) -> np.ndarray:
@@ -32,6 +31,11 @@ def test_value_beyond_the_second_largest_is_novel_despite_one_freak_value():
     assert out.score[0] < 1
     assert out.score[1] >= NOVELTY_SCORE  # above 10 + 5% of the range, although below the freak 100
     assert out.score[2] >= NOVELTY_SCORE  # below 0 - 5% of the range
+
+
+def test_novelty_score_grows_with_the_distance_beyond_the_range():
+    near, far = fitted().score(np.array([14.0])).score[0], fitted().score(np.array([40.0])).score[0]
+    assert NOVELTY_SCORE <= near < far
 
 
 def test_rank_one_is_numentas_full_range():

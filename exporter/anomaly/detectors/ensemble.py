@@ -1,24 +1,28 @@
-"""Multi-timescale ensemble with likelihood-style normalisation: the detector tuned on NAB.
+"""Multi-timescale ensemble with a calibrated score: the default detector.
 
 Two views of "normal" must both be violated (their deviations are combined with ``min``):
 
 * local: distance from the median of the last ``window`` points, in robust scale units
   (IQR / 1.349, floored at 0.3 x the window's standard deviation for count-like series);
 * seasonal (when a period is configured or detected): distance outside the band spanned by the
-  same phase (+/- ``neighbourhood`` points, ``period // 128`` by default, which absorbs phase jitter) in the previous ``cycles``
-  cycles, in units of the typical half-width of that band.
+  same phase (+/- ``neighbourhood`` points, ``period // 128`` by default, which absorbs phase
+  jitter) in the previous ``cycles`` cycles, in units of the typical half-width of that band.
 
-The combined deviation ``raw`` is then judged against its own history (the last ``history`` points,
-re-estimated at every fit), like NAB's anomaly likelihood, by two calibrated ratios whose maximum is
-the score: ``raw / (record_margin * max(raw history))`` (a deviation clearly larger than anything
-recently seen) and
-``z(log1p raw) / sigmas`` (a rare deviation for this series). A value outside the range of the
-values seen so far, widened by ``novelty_tolerance`` (5%, Numenta's constant) of that range on
-each side, scores at least ``NOVELTY_SCORE``: Numenta's "spatial anomaly" rule, made robust by
-taking the range between the ``novelty_rank``-th smallest and largest values (2: one freak value
+The combined deviation ``raw`` is then turned into a probability under the series' own recent
+behaviour (``tail.TailModel``: the raw deviations of the last ``history`` points, re-estimated at
+every fit, their upper tail modelled by a generalised Pareto distribution), like NAB's anomaly
+likelihood but with an extreme-value tail instead of a Gaussian one. The score is
+``log P(raw) / log rate``: above 1 exactly when the deviation is rarer than the nominal ``rate``
+(1e-4 per point by default), on every series whatever its unit, scale or noise shape; 2 means
+``rate**2``.
+
+A value outside the range of the values seen so far, widened by ``novelty_tolerance`` (5%,
+Numenta's constant) of that range on each side, scores ``NOVELTY_SCORE * (1 + d)`` where ``d`` is
+its distance beyond the limit in units of the range: Numenta's "spatial anomaly" rule, made robust
+by taking the range between the ``novelty_rank``-th smallest and largest values (2: one freak value
 on either side does not mask everything below it forever). After an alert (score > 1) the score is
-rescaled by the alert's peak for ``holdoff`` points, so a continuing incident re-alerts only when it
-gets worse.
+divided by the running peak for ``holdoff`` points, so a continuing incident re-alerts only when it
+gets worse (a higher deviation or a further record).
 """
 from __future__ import annotations
 
@@ -28,10 +32,11 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from .base import Detector, DetectorOutput, Direction, scale_floor
 from .seasonality import detect_period
+from .tail import TailModel
 
-MIN_LOG_SPREAD = 0.25
-# Score of a value outside the range seen so far: well above the alert level of 1 (any value >= 5
-# gives identical NAB results, so this is not a tuned constant).
+# Nominal rate of scores > 1 on a series that behaves as it did recently.
+DEFAULT_RATE = 1e-4
+# Score of a value just outside the range seen so far: well above the alert level of 1.
 NOVELTY_SCORE = 10.0
 # Above this many windows, pandas' skip-list rolling quantiles beat numpy's per-window partition.
 ROLLING_CUTOVER = 256
@@ -53,10 +58,12 @@ class EnsembleDetector(Detector):
     name = "ensemble"
 
     def __init__(self, *, window: int = 128, period: int | str = "auto", neighbourhood: int | str = "auto",
-                 cycles: int = 2, history: int = 3000, holdoff: int = 100, sigmas: float = 6.0,
-                 record_margin: float = 1.1, novelty_tolerance: float | None = 0.05,
-                 novelty_rank: int = 2, **kwargs) -> None:
-        super().__init__(sigmas=sigmas, **kwargs)
+                 cycles: int = 2, history: int = 3000, holdoff: int = 100, rate: float = DEFAULT_RATE,
+                 novelty_tolerance: float | None = 0.05, novelty_rank: int = 2, **kwargs) -> None:
+        if "sigmas" in kwargs or "record_margin" in kwargs:
+            raise TypeError("ensemble: 'sigmas' and 'record_margin' were replaced by 'rate' (the "
+                            "nominal rate of scores > 1 on a series behaving as it did recently)")
+        super().__init__(**kwargs)
         if int(window) < 4:
             raise ValueError("window must be >= 4")
         if period != "auto" and (not isinstance(period, int) or period < 0):
@@ -72,9 +79,8 @@ class EnsembleDetector(Detector):
         self.cycles = int(cycles)
         self.history = int(history)
         self.holdoff = int(holdoff)
-        if record_margin < 1:
-            raise ValueError("record_margin must be >= 1")
-        self.record_margin = float(record_margin)
+        self.tail = TailModel(rate)
+        self.rate = self.tail.rate
         if novelty_tolerance is not None and not 0 <= novelty_tolerance < 10:
             raise ValueError("novelty_tolerance must be in [0, 10) or null (off)")
         self.novelty_tolerance = None if novelty_tolerance is None else float(novelty_tolerance)
@@ -87,9 +93,6 @@ class EnsembleDetector(Detector):
         self._buf = np.empty(0)
         self._floor = 1e-9
         self._season_scale = 1.0
-        self._ref_max = np.inf
-        self._log_mu = 0.0
-        self._log_sd = 1.0
         self._since_alert = 1 << 30
         self._alert_peak = 1.0
 
@@ -129,15 +132,7 @@ class EnsembleDetector(Detector):
             hi, lo = self._season_band(h, h.size - self.context)
             half = (hi - lo)[-self.period:] / 2.0
             self._season_scale = max(float(np.median(half)), self._floor)
-        if n_eval >= 20:
-            raw = self._raw(h, n_eval)[0]
-            self._ref_max = max(float(np.max(raw)), 1e-9)
-            lr = np.log1p(raw)
-            # The spread is floored so a series whose deviations are almost always ~0 still needs
-            # an e-fold deviation (log1p(raw) one unit above its mean) per sigma.
-            self._log_mu, self._log_sd = float(lr.mean()), max(float(lr.std()), MIN_LOG_SPREAD)
-        else:
-            self._ref_max, self._log_mu, self._log_sd = np.inf, 0.0, 1.0
+        self.tail.fit(self._raw(h, n_eval)[0] if n_eval >= 20 else np.empty(0))
         self._buf = h[-self.context:].copy()
         self.fitted = True
 
@@ -197,11 +192,9 @@ class EnsembleDetector(Detector):
                 filled[i] = filled[i - 1] if i else last
         v = np.concatenate([self._buf, filled])
         raw, med, expected, local_scale, hi, lo = self._raw(v, n)
-        ratio = raw / (self.record_margin * self._ref_max)
-        z = (np.log1p(raw) - self._log_mu) / (self._log_sd * self.sigmas)
-        score = np.maximum(np.maximum(ratio, z), 0.0)
+        score = self.tail.score(raw)
         # The raw deviation at which the score reaches 1 gives the band.
-        raw_one = min(self.record_margin * self._ref_max, float(np.expm1(self._log_mu + self.sigmas * self._log_sd)))
+        raw_one = self.tail.level(1.0)
         lower, upper = med - raw_one * local_scale, med + raw_one * local_scale
         if hi is not None:
             lower = np.minimum(lower, lo - raw_one * self._season_scale)
@@ -223,7 +216,8 @@ class EnsembleDetector(Detector):
         return DetectorOutput(score=score, expected=expected, lower=lower, upper=upper)
 
     def _novelty(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Novelty score per value (NOVELTY_SCORE or 0) and the limits in force for it.
+        """Novelty score per value (0, or NOVELTY_SCORE * (1 + distance beyond the limit / range))
+        and the limits in force for it.
 
         A value is novel when it leaves the range from the ``novelty_rank``-th smallest to the
         ``novelty_rank``-th largest value seen before it (fit history plus every point scored
@@ -247,7 +241,8 @@ class EnsembleDetector(Detector):
                 if check_below:
                     limit_lo[i] = lo - margin
                 if v > limit_hi[i] or v < limit_lo[i]:
-                    out[i] = NOVELTY_SCORE
+                    beyond = max(v - limit_hi[i], limit_lo[i] - v) / (hi - lo)
+                    out[i] = NOVELTY_SCORE * (1.0 + beyond)
             if len(top) < k or v > top[0]:
                 top = sorted(top + [v])[-k:]
             if len(bottom) < k or v < bottom[-1]:

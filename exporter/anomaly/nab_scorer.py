@@ -13,6 +13,10 @@ Implements the semantics of NAB's open-source sweeper (``nab/sweeper.py``) and t
   (negative) sweep score;
 * one threshold per profile is chosen to maximise the score summed over the whole corpus;
 * the reported score is ``100 * (S - S_null) / (S_perfect - S_null)``.
+
+Besides NAB's optimised threshold, results can be scored at a fixed threshold
+(``score_at_threshold``: the threshold production alerts on) and leave-one-category-out
+(``leave_one_category_out``: each category scored at the threshold optimised on the others).
 """
 from __future__ import annotations
 
@@ -26,11 +30,6 @@ import numpy as np
 import pandas as pd
 
 PROBATION_PERCENT = 0.15
-REFERENCE_SCORES: dict[str, dict[str, float]] = {
-    "numenta": {"standard": 72.8, "reward_low_FP_rate": 66.0, "reward_low_FN_rate": 76.9},
-    "windowedGaussian": {"standard": 50.9, "reward_low_FP_rate": 31.1, "reward_low_FN_rate": 59.0},
-    "twitterADVec": {"standard": 56.7},
-}
 PROFILE_NAMES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
 
 
@@ -64,6 +63,9 @@ class ProfileResult:
 
     @property
     def normalized(self) -> float:
+        """NAB's normalised score; NaN where it is undefined (no windows: perfect == null)."""
+        if self.perfect == self.null:
+            return math.nan
         return 100.0 * (self.raw - self.null) / (self.perfect - self.null)
 
 
@@ -188,31 +190,93 @@ def score_by_threshold(sweep: FileSweep, profile: CostProfile
     return thresholds, scores, tp, fp, fn
 
 
+def _null_score(combined: FileSweep, profile: CostProfile) -> float:
+    """Best score of the null detector (0.5 everywhere) on these rows."""
+    null_sweep = FileSweep(np.full(len(combined.scores), 0.5), combined.tp_weight_unit,
+                           combined.fp_weight_unit, combined.window_id, combined.n_windows)
+    return float(np.max(score_by_threshold(null_sweep, profile)[1]))
+
+
 def optimise_profile(sweeps: list[FileSweep], profile: CostProfile) -> ProfileResult:
     """Best corpus-wide threshold for one profile (NAB ``optimizeThreshold``) and its result."""
     combined = _combine(sweeps)
     thr, sc, tp, fp, fn = score_by_threshold(combined, profile)
     best = int(np.argmax(sc))  # first maximum = highest threshold, as NAB's stable sort
-    null_sweep = FileSweep(np.full(len(combined.scores), 0.5), combined.tp_weight_unit,
-                           combined.fp_weight_unit, combined.window_id, combined.n_windows)
-    null = float(np.max(score_by_threshold(null_sweep, profile)[1]))
-    perfect = profile.tp * combined.n_windows
-    return ProfileResult(threshold=float(thr[best]), raw=float(sc[best]), null=null,
-                         perfect=perfect, tp=int(tp[best]), fp=int(fp[best]), fn=int(fn[best]))
+    return ProfileResult(threshold=float(thr[best]), raw=float(sc[best]),
+                         null=_null_score(combined, profile), perfect=profile.tp * combined.n_windows,
+                         tp=int(tp[best]), fp=int(fp[best]), fn=int(fn[best]))
+
+
+def score_at_threshold(sweeps: list[FileSweep], profile: CostProfile, threshold: float
+                       ) -> ProfileResult:
+    """The result with a fixed threshold (a row is a detection when its score is >= threshold)."""
+    combined = _combine(sweeps)
+    thr, sc, tp, fp, fn = score_by_threshold(combined, profile)
+    # thresholds are descending; take the last one still >= the threshold (1.1 = no detections).
+    i = max(int(np.searchsorted(-thr, -float(threshold), side="right")) - 1, 0)
+    return ProfileResult(threshold=float(threshold), raw=float(sc[i]),
+                         null=_null_score(combined, profile), perfect=profile.tp * combined.n_windows,
+                         tp=int(tp[i]), fp=int(fp[i]), fn=int(fn[i]))
+
+
+def sweep_corpus(results: Mapping[str, tuple[np.ndarray, np.ndarray]],
+                 windows: Mapping[str, list[tuple[np.datetime64, np.datetime64]]]
+                 ) -> dict[str, FileSweep]:
+    """Sweep every file of ``{"<category>/<file>.csv": (timestamps, scores)}``, keyed alike."""
+    sweeps = {}
+    offset = 0
+    for key in sorted(results):
+        if key not in windows:
+            raise KeyError(f"no label windows for {key}")
+        ts, sc = results[key]
+        sweeps[key] = sweep_file(ts, sc, windows[key], window_offset=offset)
+        offset += len(windows[key])
+    return sweeps
+
+
+def category(key: str) -> str:
+    return key.split("/")[0]
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """Leave-one-category-out: every category scored at the threshold optimised on the others."""
+
+    categories: dict[str, ProfileResult]  # held-out result per category (its threshold inside)
+    pooled: ProfileResult  # all held-out raw scores summed, normalised on the whole corpus
+
+    @property
+    def category_mean(self) -> float:
+        """Mean normalised score over the categories where it is defined (they have windows)."""
+        vals = [r.normalized for r in self.categories.values() if not math.isnan(r.normalized)]
+        return float(np.mean(vals)) if vals else math.nan
+
+
+def leave_one_category_out(sweeps: Mapping[str, FileSweep], profile: CostProfile) -> HeldOut:
+    """Choose the threshold on every other category, score the held-out one; for each category."""
+    cats = sorted({category(k) for k in sweeps})
+    if len(cats) < 2:
+        raise ValueError("leave-one-category-out needs at least two categories")
+    per: dict[str, ProfileResult] = {}
+    for cat in cats:
+        rest = [s for k, s in sweeps.items() if category(k) != cat]
+        threshold = optimise_profile(rest, profile).threshold
+        per[cat] = score_at_threshold([s for k, s in sweeps.items() if category(k) == cat], profile,
+                                      threshold)
+    combined = _combine(list(sweeps.values()))
+    pooled = ProfileResult(threshold=math.nan, raw=sum(r.raw for r in per.values()),
+                           null=_null_score(combined, profile),
+                           perfect=profile.tp * combined.n_windows,
+                           tp=sum(r.tp for r in per.values()), fp=sum(r.fp for r in per.values()),
+                           fn=sum(r.fn for r in per.values()))
+    return HeldOut(categories=per, pooled=pooled)
 
 
 def score_corpus(results: Mapping[str, tuple[np.ndarray, np.ndarray]],
                  windows: Mapping[str, list[tuple[np.datetime64, np.datetime64]]],
                  profiles: Mapping[str, CostProfile]) -> dict[str, ProfileResult]:
     """Score ``{"<category>/<file>.csv": (timestamps, scores)}`` under every profile."""
-    sweeps = []
-    offset = 0
-    for key in sorted(results):
-        if key not in windows:
-            raise KeyError(f"no label windows for {key}")
-        ts, sc = results[key]
-        sweeps.append(sweep_file(ts, sc, windows[key], window_offset=offset))
-        offset += len(windows[key])
+    sweeps = list(sweep_corpus(results, windows).values())
     return {name: optimise_profile(sweeps, prof) for name, prof in profiles.items()}
 
 

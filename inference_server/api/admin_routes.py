@@ -10,12 +10,10 @@ counted in `inference_admin_actions_total{action, outcome}`.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Optional
 
 from aiohttp import web
 
-from inference_server.config import AdminConfig, ConfigError
+from inference_server.config import AdminConfig
 from inference_server.lifecycle.faults import FaultError
 from inference_server.api.context import LIFECYCLE
 from inference_server.lifecycle.manager import ModelLifecycle
@@ -27,8 +25,6 @@ from inference_server.api.schemas import FaultRequest, PromoteRequest, TrafficRe
 __all__ = ["ADMIN_AUTH", "AdminConfig", "add_admin_routes"]
 
 log = logging.getLogger(__name__)
-
-
 
 ADMIN_AUTH = web.AppKey("admin_auth", BearerAuth)
 

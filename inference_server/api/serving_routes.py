@@ -12,7 +12,7 @@ from aiohttp import web
 
 from inference_server.api.context import CONFIG, REQUEST_CONTEXT, SCHEMAS, SERVING_STATE, RequestContext, RouteSpec, add_route
 from inference_server.errors import ApiError
-from inference_server.serving.scoring import Scored, score_rank, score_recommend, score_search
+from inference_server.serving.scoring import Scored, score_endpoint
 from inference_server.serving.state import ModelVersion, RoutingContext, ServedResponse, ServingState
 from inference_server.api.schemas import read_json_body
 
@@ -75,47 +75,38 @@ def _require_products(state: ServingState, ids: Sequence[str], field_of) -> None
             raise ApiError.unknown_product(product_id, field_of(i))
 
 
-async def search(request: web.Request) -> web.Response:
-    """Top-k catalog products for a query."""
+async def _serve(request: web.Request, endpoint: str, products_of=None) -> web.Response:
+    """Validate the body, check the catalog products it names, route, score on the chosen version, answer.
+
+    `products_of(body)` -> (product ids or None, field of the i-th id) for bodies naming catalog products.
+    """
     app = request.app
     ctx, state = request[REQUEST_CONTEXT], app[SERVING_STATE]
-    body = await read_json_body(request, app[SCHEMAS].search, app[CONFIG].server.max_body_bytes)
+    body = await read_json_body(request, getattr(app[SCHEMAS], endpoint), app[CONFIG].server.max_body_bytes)
     ctx.user_id = body.get("user_id")
-    mv = _route(state, ctx, "search")
+    if products_of is not None:
+        _require_products(state, *products_of(body))
+    mv = _route(state, ctx, endpoint)
     with mv.in_use():
         await state.run_request_hooks(mv)
-        scored = await score_search(mv, body["query"], body["k"], deadline=ctx.deadline, request_id=ctx.request_id)
+        scored = await score_endpoint(mv, endpoint, body, deadline=ctx.deadline, request_id=ctx.request_id)
     return _answer(state, ctx, body, scored)
+
+
+async def search(request: web.Request) -> web.Response:
+    """Top-k catalog products for a query."""
+    return await _serve(request, "search")
 
 
 async def rank(request: web.Request) -> web.Response:
     """Re-rank the given items for a query; items without a title must be catalog products."""
-    app = request.app
-    ctx, state = request[REQUEST_CONTEXT], app[SERVING_STATE]
-    body = await read_json_body(request, app[SCHEMAS].rank, app[CONFIG].server.max_body_bytes)
-    ctx.user_id = body.get("user_id")
-    items = body["items"]
-    _require_products(state, [None if "title" in it else it["id"] for it in items], lambda i: f"items[{i}].id")
-    mv = _route(state, ctx, "rank")
-    with mv.in_use():
-        await state.run_request_hooks(mv)
-        scored = await score_rank(mv, body["query"], items, body.get("k"), deadline=ctx.deadline,
-                                  request_id=ctx.request_id)
-    return _answer(state, ctx, body, scored)
+    return await _serve(request, "rank", lambda body: (
+        [None if "title" in it else it["id"] for it in body["items"]], lambda i: f"items[{i}].id"))
 
 
 async def recommend(request: web.Request) -> web.Response:
     """Products similar to a shopper's history (mean of the history's vectors), history excluded."""
-    app = request.app
-    ctx, state = request[REQUEST_CONTEXT], app[SERVING_STATE]
-    body = await read_json_body(request, app[SCHEMAS].recommend, app[CONFIG].server.max_body_bytes)
-    ctx.user_id = body.get("user_id")
-    _require_products(state, body["history"], lambda i: f"history[{i}]")
-    mv = _route(state, ctx, "recommend")
-    with mv.in_use():
-        await state.run_request_hooks(mv)
-        scored = await score_recommend(mv, body["history"], body["k"])
-    return _answer(state, ctx, body, scored)
+    return await _serve(request, "recommend", lambda body: (body["history"], lambda i: f"history[{i}]"))
 
 
 async def list_models(request: web.Request) -> web.Response:

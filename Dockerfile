@@ -51,7 +51,7 @@ RUN --mount=type=bind,from=wheels,target=/wheels \
     && python -c "import torch; assert torch.version.cuda is None, torch.__version__"
 
 # The other dependencies, read from pyproject.toml (cached while only the source changes).
-COPY pyproject.toml README.md ./
+COPY pyproject.toml ./
 RUN --mount=type=bind,from=wheels,target=/wheels \
     --mount=type=secret,id=pip_conf --mount=type=secret,id=pip_cert \
     if [ -s /run/secrets/pip_conf ]; then export PIP_CONFIG_FILE=/run/secrets/pip_conf; fi; \
@@ -68,6 +68,7 @@ COPY typed_config ./typed_config
 COPY config ./config
 COPY models ./models
 # --------------------------------------------------------------------------------------------------
+COPY README.md ./
 
 # Editable, so the packages find config/ and models/ beside them in /app.
 RUN --mount=type=secret,id=pip_conf --mount=type=secret,id=pip_cert \

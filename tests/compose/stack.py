@@ -14,10 +14,8 @@ Grafana has no stand-in (Debian does not package it): `SERVICES` leaves it out o
 """
 from __future__ import annotations
 
-import copy
 import json
 import os
-import re
 import secrets as pysecrets
 import shutil
 import socket
@@ -120,12 +118,14 @@ def _write_yaml(path: Path, data: Any) -> Path:
 
 
 def shorten_exporter_job(job: dict) -> dict:
-    """An anomaly job on the same time scale as the shortened rules: windows and periods / WINDOW_FACTOR."""
+    """An anomaly job on the same time scale as the shortened rules: windows and periods / WINDOW_FACTOR,
+    and a first fit after 5 points."""
     job = dict(job)
     job["query"] = scale_windows(str(job["query"]))
     for key, default in (("step", 60.0), ("fit_every", 3600.0), ("infer_every", 60.0)):
         job[key] = max(1.0, float(job.get(key, default)) / WINDOW_FACTOR)
     job["fit_window"] = max(float(job.get("fit_window", 7 * 86400.0)) / WINDOW_FACTOR, job["step"] * 60)
+    job["min_fit_points"] = 5  # first scores after ~20 s instead of 30 steps
     return job
 
 
@@ -240,7 +240,7 @@ class Compose:
         cmd += list(args)
         t0 = time.monotonic()
         proc = subprocess.run(cmd, cwd=REPO_ROOT, env=self.env, capture_output=True, text=True, timeout=timeout)
-        self.log.append(f"$ {' '.join(cmd[len(self.argv):])}  ({time.monotonic() - t0:.1f}s, rc={proc.returncode})")
+        self.log.append(f"{' '.join(args[:2])} {time.monotonic() - t0:.0f}s rc={proc.returncode}")
         if check and proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
         return proc

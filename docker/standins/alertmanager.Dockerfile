@@ -2,7 +2,8 @@
 # package with the upstream image's interface -- /bin/alertmanager and /bin/amtool,
 # /etc/alertmanager/alertmanager.yml, data in /alertmanager, user nobody, port 9093, the same
 # ENTRYPOINT and CMD -- plus the default notification templates, which Debian's build reads from
-# /usr/share/prometheus/alertmanager (upstream's binary embeds them), and busybox's wget, which upstream's busybox base has (compose healthchecks).
+# /usr/share/prometheus/alertmanager (upstream's binary embeds them), and busybox's wget, which
+# upstream's busybox base has (compose healthchecks).
 # Used only by the compose test (docker/compose.standins.yml); built by docker/build_images.sh.
 ARG BASE_IMAGE=local/python:3.11-bookworm
 FROM ${BASE_IMAGE}

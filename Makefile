@@ -7,12 +7,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help setup tools venv test run bench eval clean
+.PHONY: help setup tools venv test compose-test images run bench eval clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-tools: ## install prometheus, alertmanager, promtool, amtool, docker-compose (Debian) when missing
+tools: ## install prometheus, alertmanager, docker.io, docker-compose, mmdebstrap (Debian), compose v2, when missing
 	@bash scripts/install_tools.sh
 
 $(STAMP): pyproject.toml
@@ -28,6 +28,13 @@ setup: tools venv ## everything the stack and the tests need
 
 test: setup ## run the whole test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+compose-test: setup ## only the compose tests: builds the images, brings the stack up with Docker
+	$(PY) -m pytest tests/compose $(PYTEST_ARGS)
+
+images: tools ## build the Docker images on a machine without Docker Hub (docker/build_images.sh)
+	@bash docker/ensure_dockerd.sh
+	@bash docker/build_images.sh
 
 run: setup ## run the whole stack on localhost (Ctrl-C stops it)
 	$(PY) scripts/run_stack.py

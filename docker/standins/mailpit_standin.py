@@ -13,7 +13,7 @@ import signal
 from aiosmtpd.controller import Controller
 
 # --- module path (update when the sinks move to devstack/) ---
-from inference_server.loadgen.alert_sinks import AlertSinks, parse_mail
+from devstack.alert_sinks import AlertSinks, parse_mail
 
 
 class _Handler:

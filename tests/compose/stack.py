@@ -37,7 +37,7 @@ from tests.e2e.shorten import (
     scale_windows,
     shorten_rules,
 )
-from tests.support.processes import REPO_ROOT
+from devstack.processes import REPO_ROOT
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 STANDINS_FILE = REPO_ROOT / "docker" / "compose.standins.yml"

@@ -27,7 +27,8 @@ import pytest
 import yaml
 
 from tests.compose import stack as cs
-from tests.support.processes import REPO_ROOT, require_binary
+from devstack.processes import REPO_ROOT
+from tests.support.binaries import require_binary
 
 pytestmark = pytest.mark.slow
 

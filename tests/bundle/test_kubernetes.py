@@ -207,3 +207,37 @@ def test_hpa_scales_on_the_recorded_queue_pressure():
     assert series in recorded, series
     assert series in rule["metricsQuery"] or "<<.Series>>" in rule["metricsQuery"]
     assert rule["resources"]["overrides"] == {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}
+
+
+def _dashboard_exprs() -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+
+    def walk(node, name):
+        if isinstance(node, dict):
+            if isinstance(node.get("expr"), str):
+                out.append((name, node["expr"]))
+            for value in node.values():
+                walk(value, name)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value, name)
+
+    for path in sorted((REPO / "grafana" / "dashboards").glob("*.json")):
+        walk(json.loads(path.read_text()), path.name)
+    return out
+
+
+def test_quantiles_aggregate_bucket_rates_across_replicas():
+    """histogram_quantile over raw buckets must first sum the bucket rates of all replicas by `le`
+    (a quantile per replica, or an average of quantiles, is not the fleet's quantile)."""
+    import re
+
+    exprs = [(r.name, r.body["expr"]) for r in bundle.all_rules()] + _dashboard_exprs()
+    checked = 0
+    for name, expr in exprs:
+        for m in re.finditer(r"histogram_quantile\(\s*[^,]+,\s*(.*)", expr, re.S):
+            if "_bucket" not in m.group(1).split("histogram_quantile")[0]:
+                continue  # a recorded quantile, aggregated where it was recorded
+            checked += 1
+            assert re.match(r"\s*sum\s+by\s*\([^)]*\ble\b[^)]*\)\s*\(\s*rate\(", m.group(1)), (name, expr)
+    assert checked >= 5

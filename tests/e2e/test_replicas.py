@@ -31,6 +31,7 @@ import yaml
 from devstack.components import start_inference_server
 from devstack.localstack import Ports, render_alertmanager, render_prometheus, write_local_secrets
 from devstack.processes import REPO_ROOT, ManagedProcess, launch, start_alertmanager, start_prometheus
+from tests.e2e.polling import eventually
 from tests.e2e.shorten import ALERTMANAGER_ROUTE_TIMING, PROMETHEUS_FLAGS, PROMETHEUS_GLOBAL, shorten_rules
 from tests.support.binaries import require_binary
 
@@ -204,18 +205,7 @@ class Cluster:
         return [t for t in body["data"]["activeTargets"] if t["labels"]["job"] == "inference-server"]
 
     def eventually(self, what: str, probe: Callable[[], Any], timeout: float, interval: float = 0.5) -> Any:
-        deadline = time.monotonic() + timeout
-        last_error: Optional[Exception] = None
-        while time.monotonic() < deadline:
-            try:
-                value = probe()
-                if value:
-                    return value
-            except (urllib.error.URLError, OSError, KeyError, ValueError, IndexError, AssertionError) as exc:
-                last_error = exc
-            time.sleep(interval)
-        pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last error: {last_error!r})\n"
-                    f"{self.diagnostics()}")
+        return eventually(what, probe, timeout, self.diagnostics, interval)
 
 
 def file_sd_prometheus(rendered: Path, targets_file: Path) -> str:
@@ -308,8 +298,7 @@ def test_recording_rules_report_the_sum_of_the_replicas(cluster):
             rows = cluster.query(f'{rule}{{endpoint="search"}}')
             per_instance = cluster.query('count by (instance) (inference_requests_total{endpoint="search"})')
             return rows if len(per_instance) == 3 and len(rows) == 2 and all(float(r["value"][1]) > 0 for r in rows) else None
-        rows = cluster.eventually("per-version request rates of all three replicas", rule_with_every_replica,
-                                  timeout=60)
+        cluster.eventually("per-version request rates of all three replicas", rule_with_every_replica, timeout=60)
     # The rule's own samples (with their evaluation times); one a few evaluations old, so every scrape
     # it could have seen was committed before it ran.
     time.sleep(3)

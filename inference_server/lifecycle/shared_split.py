@@ -8,6 +8,8 @@ polls the document every `poll_interval_s` and adopts a newer one, so a rollback
 replica (Alertmanager's webhook goes through a Service to one pod) reaches all of them within a poll.
 
 With `traffic.store.kind: memory` (one process) nothing is shared and changes apply directly, as before.
+Store calls of a change are synchronous (a file operation, or one GET and one PUT to the API server):
+admin actions are rare and must answer with the outcome; polling runs in a worker thread.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from inference_server.config import SplitStoreConfig
+from inference_server.config import ConfigError, SplitStoreConfig
 from inference_server.lifecycle.split_store import (
     ConfigMapSplitStore,
     FileSplitStore,
@@ -46,7 +48,11 @@ def open_store(cfg: SplitStoreConfig, model: str, state_dir: str) -> Optional[Sp
     if cfg.kind == "file":
         return FileSplitStore(Path(cfg.path) if cfg.path else Path(state_dir) / "traffic" / f"{model}.json")
     if cfg.kind == "configmap":
-        return ConfigMapSplitStore.in_cluster(cfg.configmap, cfg.namespace)
+        try:
+            return ConfigMapSplitStore.in_cluster(cfg.configmap, cfg.namespace)
+        except Exception as exc:  # noqa: BLE001 - no service account, no kubeconfig, kubernetes missing
+            raise ConfigError("traffic.store.kind", f"configmap: no Kubernetes API access ({type(exc).__name__}: "
+                                                    f"{exc}); run in a pod with a ServiceAccount or set a kubeconfig")
     return None
 
 

@@ -83,6 +83,12 @@ class FileSplitStore:
         return StoredSplit(doc, str(doc.get("revision", 0)))
 
     def write(self, doc: dict[str, Any], expected_token: Optional[str]) -> str:
+        try:
+            return self._write(doc, expected_token)
+        except OSError as exc:
+            raise SplitStoreError(f"{self.path}: {exc}") from None
+
+    def _write(self, doc: dict[str, Any], expected_token: Optional[str]) -> str:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.lock_path, "a+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)

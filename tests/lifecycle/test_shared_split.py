@@ -16,7 +16,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import CollectorRegistry
 
-from inference_server.lifecycle.shared_split import SharedSplit
+from inference_server.config import ConfigError, SplitStoreConfig
+from inference_server.lifecycle.shared_split import SharedSplit, open_store
 from inference_server.lifecycle.split_store import (
     DATA_KEY,
     ConfigMapSplitStore,
@@ -193,3 +194,14 @@ def test_configmap_document_layout():
     replica(ConfigMapSplitStore(api, "inference-traffic-split", "shop"), configured=Split.of({"1": 90, "2": 10}))
     cm = api.objects[("shop", "inference-traffic-split")]
     assert DATA_KEY in cm.data and '"2": 0.1' in cm.data[DATA_KEY]
+
+
+def test_store_from_config(tmp_path, monkeypatch):
+    assert open_store(SplitStoreConfig(), MODEL, str(tmp_path)) is None
+    store = open_store(SplitStoreConfig(kind="file"), MODEL, str(tmp_path))
+    assert store.path == tmp_path / "traffic" / "minilm.json"
+    # No service account and no kubeconfig: a config error naming the key, not a crash at first use.
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing-kubeconfig"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with pytest.raises(ConfigError, match="traffic.store.kind"):
+        open_store(SplitStoreConfig(kind="configmap"), MODEL, str(tmp_path))

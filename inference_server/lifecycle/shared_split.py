@@ -195,6 +195,7 @@ class SharedSplit:
                 if stored is not None and stored.doc and stored.token != self._token:
                     self._adopt(stored)
                     self.metrics.updates.labels(self.model, "remote").inc()
+                    self.on_change()
                     before = self.router.snapshot()
                 result = op(self.router)
                 if _same(before, self.router.snapshot()):

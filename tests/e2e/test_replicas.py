@@ -345,7 +345,17 @@ def test_autoscaling_formula_rises_under_load_and_falls_after(cluster):
 
 def test_degraded_canary_rollback_reaches_every_replica(cluster):
     r0, r1, r2 = cluster.replicas
-    assert [cluster.weights(r)["2"] for r in cluster.replicas] == [0.4] * 3
+    # The heavy load of the previous test can itself make the canary's p99 regress and get it rolled
+    # back by the loop; say so, then give version 2 its canary share again (from replica 2).
+    earlier = cluster.query('max_over_time(ALERTS{action="rollback", alertstate="firing"}[10m])')
+    print(f"\nrollback alerts fired before the drill: {sorted(a['metric']['alertname'] for a in earlier)}")
+    status, body = request(f"{r2.url}/v1/admin/models/{MODEL}/traffic", {"weights": {"1": 60, "2": 40}},
+                           token=cluster.token, method="PUT")
+    assert status == 200, body
+    cluster.eventually("every replica on the 60/40 canary split",
+                       lambda: [cluster.weights(r)["2"] for r in cluster.replicas] == [0.4] * 3, timeout=10)
+    before = [scrape(r.url) for r in cluster.replicas]
+    started = time.time()
     # Version 2 degrades on every replica (half its answers fail); version 1 stays healthy.
     for r in cluster.replicas:
         status, body = request(f"{r.url}/v1/admin/faults", {"error_rate": 0.5, "version": "2", "duration_s": 600},
@@ -359,15 +369,20 @@ def test_degraded_canary_rollback_reaches_every_replica(cluster):
         for r in cluster.replicas:
             request(f"{r.url}/v1/admin/faults", token=cluster.token, method="DELETE")
     assert [cluster.weights(r) for r in cluster.replicas] == [{"1": 1.0, "2": 0.0}] * 3
-    metrics = [scrape(r.url) for r in cluster.replicas]
+    after = [scrape(r.url) for r in cluster.replicas]
+
+    def delta(i: int, name: str, **labels: str) -> float:
+        return sample(after[i], name, **labels) - sample(before[i], name, **labels)
+
     # Alertmanager called replica 0 only; the others followed the shared split.
-    assert sample(metrics[0], "inference_alert_webhook_actions_total", action="rollback", outcome="ok") == 1
-    for text in metrics[1:]:
-        assert sample(text, "inference_alert_webhook_actions_total", action="rollback") == 0
-        assert sample(text, "inference_traffic_split_updates_total", model=MODEL, origin="remote") >= 1
+    assert delta(0, "inference_alert_webhook_actions_total", action="rollback", outcome="ok") == 1
+    for i in (1, 2):
+        assert sample(after[i], "inference_alert_webhook_actions_total", action="rollback") == 0
+        assert delta(i, "inference_traffic_split_updates_total", model=MODEL, origin="remote") >= 1
     doc = json.loads(cluster.split_file.read_text())
     assert doc["action"] == "drain 2" and doc["split"]["weights"] == {"1": 1.0}
-    # The alert that asked for it (it resolves once version 2 is no longer a canary).
-    fired = cluster.query('max_over_time(ALERTS{alertname="CanaryErrorRatioRegression", alertstate="firing", '
-                          'version="2"}[5m])')
+    # The alert that asked for it, during this drill (it resolves once version 2 is no longer a canary).
+    window = f"{int(time.time() - started) + 2}s"
+    fired = cluster.query(f'max_over_time(ALERTS{{alertname="CanaryErrorRatioRegression", alertstate="firing", '
+                          f'version="2"}}[{window}])')
     assert fired and float(fired[0]["value"][1]) == 1, fired

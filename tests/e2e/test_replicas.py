@@ -279,6 +279,28 @@ def test_a_split_change_on_one_replica_reaches_the_other(cluster):
     assert revisions == {float(doc["revision"])}
 
 
+def test_concurrent_changes_on_two_replicas_are_applied_or_refused_never_lost(cluster):
+    r0, r1 = cluster.replicas
+    first = json.loads(cluster.split_file.read_text())["revision"]
+    bodies = [{"weights": {"1": 50 + i, "2": 50 - i}} for i in range(1, 17)]  # all different
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda ib: request(f"{(r0, r1)[ib[0] % 2].url}/v1/admin/models/{MODEL}/traffic",
+                                                   ib[1], token=cluster.token, method="PUT"), enumerate(bodies)))
+    statuses = [status for status, _ in answers]
+    assert set(statuses) <= {200, 409}, answers
+    doc = json.loads(cluster.split_file.read_text())
+    # One stored revision per accepted change: none overwrote another without being counted.
+    assert doc["revision"] - first == statuses.count(200) >= 1
+    accepted = [{v: round(w / 100, 6) for v, w in body["weights"].items()} for status, body in answers if status == 200]
+    assert {v: round(w, 6) for v, w in doc["split"]["weights"].items()} in accepted
+    cluster.eventually("both replicas on the last accepted split",
+                       lambda: cluster.weights(r0) == cluster.weights(r1) == {
+                           v: round(w, 6) for v, w in doc["split"]["weights"].items()}, timeout=10)
+    status, body = request(f"{r0.url}/v1/admin/models/{MODEL}/traffic", {"weights": {"1": 60, "2": 40}},
+                           token=cluster.token, method="PUT")
+    assert status == 200, body
+
+
 def test_a_late_replica_picks_up_the_current_split(cluster):
     late = cluster.start_replica(2)
     cluster.replicas.append(late)

@@ -3,8 +3,10 @@ and a rollback webhook on the other reach both; a store that cannot be written i
 from __future__ import annotations
 
 import asyncio
+import subprocess
 
 from tests.lifecycle.conftest import sample
+from tests.support.binaries import require_binary
 
 
 async def _replica(lifecycle_client, path):
@@ -49,6 +51,12 @@ async def test_changes_on_either_replica_reach_both(lifecycle_client, tmp_path):
     resp = await a.post("/v1/admin/models/minilm/rollback", headers=a.auth)
     assert resp.status == 200 and (await resp.json())["weights"] == {"1": 100.0}
     assert await _until(lambda: _coro_eq(_weights(b), {"1": 100.0}))
+    # The split metrics of a shared replica pass promtool's lint like the rest.
+    text = await (await a.get("/metrics")).text()
+    assert "inference_traffic_split_last_sync_timestamp_seconds{" in text
+    lint = subprocess.run([require_binary("promtool"), "check", "metrics"], input=text.encode(), capture_output=True,
+                          timeout=60)
+    assert lint.returncode == 0 and lint.stdout == b"" and lint.stderr == b"", lint
 
 
 async def test_unwritable_store_is_a_503_json_error(lifecycle_client, tmp_path):

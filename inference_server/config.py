@@ -40,6 +40,7 @@ __all__ = [
     "ModelRepositoryConfig",
     "RequestLogConfig",
     "ServerConfig",
+    "SplitStoreConfig",
     "TrafficConfig",
     "VersionPolicy",
     "apply_env_overrides",
@@ -158,6 +159,22 @@ class ModelRepositoryConfig(Section):
     eval_k: PositiveInt = 10                   # NDCG@k of the offline evaluation
 
 
+class SplitStoreConfig(Section):
+    """`traffic.store:` where the traffic split lives when several replicas must follow one split.
+
+    `memory`: this process only (one replica). `file`: a JSON document on a volume every replica mounts
+    (one host), changed under a file lock with a revision check. `configmap`: a Kubernetes ConfigMap,
+    changed with resourceVersion preconditions. Replicas poll it every `poll_interval_s`.
+    """
+
+    kind: Literal["memory", "file", "configmap"] = "memory"
+    path: Optional[str] = None            # file: default <model_repository.state_dir>/traffic/<model>.json
+    configmap: str = "inference-traffic-split"
+    namespace: Optional[str] = None       # configmap: default the pod's namespace (service account)
+    poll_interval_s: PositiveNumber = 1.0
+    max_attempts: PositiveInt = 5         # compare-and-swap attempts before a change is refused (409)
+
+
 class TrafficConfig(Section):
     """`traffic:` section: the split at start (percent or any positive weights) and rollback history."""
 
@@ -166,6 +183,7 @@ class TrafficConfig(Section):
     shadow: list[str] = Field(default_factory=list)
     history_size: PositiveInt = 16
     drain_timeout_s: PositiveNumber = 30.0  # how long unload/reload wait for in-flight requests
+    store: SplitStoreConfig = Field(default_factory=SplitStoreConfig)
 
     @model_validator(mode="after")
     def _some_weight(self) -> "TrafficConfig":

@@ -31,6 +31,7 @@ REJECTION_REASONS = frozenset(
         "conflict",             # 409: admin action not possible in the version's current state
         "health_check_failed",  # 422: a load/reload whose health checks failed
         "injected_fault",       # 503: fault drill
+        "split_store_unavailable",  # 503: the shared traffic split could not be read or written
     }
 )
 

@@ -167,6 +167,17 @@ def batching() -> Dashboard:
                    Target(f'sum by (endpoint, reason) (rate(inference_rejected_requests_total{{reason=~'
                           f'"queue_full|deadline_exceeded|not_ready"}}{RI}))', "{{endpoint}} {{reason}}"),
                    stack=True),
+        timeseries("Autoscaling signal per replica", "Mean batch-queue wait per replica over 1 minute "
+                   "(instance:inference_scaling_pressure:seconds), the metric the HorizontalPodAutoscaler "
+                   "scales on with a target of 25 ms (docs/kubernetes.md).", "s",
+                   Target("instance:inference_scaling_pressure:seconds", "{{instance}}"),
+                   min_value=0, thresholds=[(None, GREEN), (0.025, RED)]),
+        timeseries("Replicas: current and wanted by the autoscaling formula", "Replicas scraped, and "
+                   "ceil(replicas x mean signal / 25 ms): what the HPA asks for before its min/max bounds.",
+                   "none",
+                   Target("count(instance:inference_scaling_pressure:seconds)", "current"),
+                   Target("ceil(count(instance:inference_scaling_pressure:seconds) * "
+                          "avg(instance:inference_scaling_pressure:seconds) / 0.025)", "wanted"), fill=0),
     ]
     return Dashboard("batching-queue", "Batching and queue",
                      "How the dynamic batcher performs: batch sizes, queue wait, compute time, queue depth and "
@@ -335,6 +346,15 @@ def model_health() -> Dashboard:
                           "admin {{action}} {{outcome}}"),
                    Target(f"sum by (action, outcome) (rate(inference_alert_webhook_actions_total{RI}))",
                           "webhook {{action}} {{outcome}}")),
+        timeseries("Traffic weight per replica", "The split each server replica applies (shared through "
+                   "traffic.store, docs/kubernetes.md). Lines of one version that part mean a replica does not "
+                   "follow the shared split (TrafficSplitReplicasDisagree after 1 minute).", "percentunit",
+                   Target(f"max by (instance, model, version) (inference_model_traffic_weight_ratio{{{MV}}})",
+                          "{{instance}} {{model}}/{{version}}"), min_value=0, max_value=1),
+        timeseries("Shared split revision per replica", "Revision of the shared traffic split each replica "
+                   "applies; all replicas should show the same value within seconds of a change.", "none",
+                   Target('max by (instance, model) (inference_traffic_split_revision{model=~"$model"})',
+                          "{{instance}} {{model}}")),
     ]
     return Dashboard("model-health", "Model health and drift",
                      "Which versions are loaded and ready, their traffic split, health checks, and drift of "

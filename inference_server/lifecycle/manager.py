@@ -47,6 +47,8 @@ from inference_server.lifecycle.repository import (
     build_artifacts,
 )
 from inference_server.errors import ApiError
+from inference_server.lifecycle.shared_split import SharedSplit, open_store
+from inference_server.lifecycle.split_store import SplitConflict, SplitStoreError
 from inference_server.serving.scoring import score_endpoint
 from inference_server.serving.state import (
     LoadedParts,
@@ -151,6 +153,10 @@ class ModelLifecycle:
         self.feedback = FeedbackStore(config.feedback, FeedbackMetrics(registry))
         self.faults = FaultInjector(FaultMetrics(registry))
         self.router = TrafficRouter(self.model, Split.of({"1": 1.0}), history_size=self.traffic_config.history_size)
+        store_cfg = self.traffic_config.store
+        self.shared = SharedSplit(self.model, self.router, open_store(store_cfg, self.model, self.repo_config.state_dir),
+                                  registry=registry, poll_interval_s=store_cfg.poll_interval_s,
+                                  max_attempts=store_cfg.max_attempts, on_change=self._sync_versions)
         self.artifacts: dict[str, Artifacts] = {}
         self.drift: dict[str, DriftMonitor] = {}
         self._degrade: dict[str, DegradeConfig] = {}
@@ -222,12 +228,17 @@ class ModelLifecycle:
         if missing:
             log.warning("traffic.weights names version(s) %s that are not loaded; they get no traffic until "
                         "loaded", missing)
+        configured = None
         if weights:
             try:
-                self.router.reset(Split.of(weights, self.traffic_config.shadow))
+                configured = Split.of(weights, self.traffic_config.shadow)
             except TrafficError as exc:
                 raise ConfigError("traffic", str(exc)) from exc
-            self._sync_versions()
+        try:
+            self.shared.start(configured)  # a shared split already stored wins over the configured one
+        except SplitStoreError as exc:
+            raise ConfigError("traffic.store", str(exc)) from exc
+        self._sync_versions()
         self._start_background()
         if not loaded:
             raise RuntimeError("; ".join(errors) or f"no version of model {self.model} to load")
@@ -239,6 +250,8 @@ class ModelLifecycle:
         self._spawn(self._sweep_feedback(), "feedback-sweeper")
         if self.health_config.interval_s > 0:
             self._spawn(self._periodic_golden(), "golden-check")
+        if self.shared.shared:
+            self._spawn(self.shared.follow(), "traffic-split-follower")
 
     def _spawn(self, coro, name: str) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro, name=name)
@@ -353,7 +366,8 @@ class ModelLifecycle:
                 raise ApiError(409, "conflict", f"version {version} takes {split.weight(version):.0%} of live "
                                                 "traffic; move its traffic away (PUT traffic, promote, rollback) first")
             if version in split.shadow:
-                self.router.set_split(Split.of(split.weights, split.shadow - {version}), stable=False)
+                self._change(lambda r: r.set_split(Split.of(split.weights, split.shadow - {version}), stable=False),
+                             f"unshadow {version}")
             await self.state.unload_version(self.model, version, drain_timeout=self.traffic_config.drain_timeout_s)
             self.router.forget(version)
             self.drift.pop(version, None)
@@ -478,35 +492,40 @@ class ModelLifecycle:
             raise ApiError(400, "validation", str(exc), field="weights") from None
         self._require_ready(split.weights, "weights")
         self._require_ready(split.shadow, "shadow")
-        self.router.set_split(split)
+        self._change(lambda r: r.set_split(split), "set_traffic")
         self._sync_versions()
         log.info("traffic of %s set to %s (shadow %s)", self.model, split.as_percent(), sorted(split.shadow))
         return split
 
     def promote(self, version: str) -> Split:
         self._require_ready([version], "promote")
-        split = self.router.promote(version)
+        split = self._change(lambda r: r.promote(version), f"promote {version}")
         self._sync_versions()
         log.info("model %s version %s promoted: %s", self.model, version, split.as_percent())
         return split
 
     def rollback(self) -> Split:
-        try:
-            split = self.router.rollback()
-        except TrafficError as exc:
-            raise ApiError(409, "conflict", str(exc)) from None
+        split = self._change(lambda r: r.rollback(), "rollback")
         self._sync_versions()
         log.info("traffic of %s rolled back to %s", self.model, split.as_percent())
         return split
 
     def drain(self, version: str) -> tuple[Split, bool]:
         """Weight 0 for `version`, the rest re-normalised (the webhook's rollback). Idempotent."""
-        try:
-            split, changed = self.router.drain(version)
-        except TrafficError as exc:
-            raise ApiError(409, "conflict", str(exc)) from None
+        split, changed = self._change(lambda r: r.drain(version), f"drain {version}")
         self._sync_versions()
         return split, changed
+
+    def _change(self, op, action: str):
+        """Apply a router change through the (possibly shared) split; errors become API errors."""
+        try:
+            return self.shared.change(op, action)
+        except TrafficError as exc:
+            raise ApiError(409, "conflict", str(exc)) from None
+        except SplitConflict as exc:
+            raise ApiError(409, "conflict", str(exc)) from None
+        except SplitStoreError as exc:
+            raise ApiError(503, "split_store_unavailable", f"traffic split store: {exc}") from None
 
     def _sync_versions(self) -> None:
         split = self.router.split

@@ -68,6 +68,16 @@ class Split:
     def as_percent(self) -> dict[str, float]:
         return {v: round(w * 100.0, 6) for v, w in self.weights.items()}
 
+    def as_json(self) -> dict:
+        """The split as stored in a shared split document (see lifecycle/shared_split.py)."""
+        return {"weights": dict(self.weights), "shadow": sorted(self.shadow, key=_version_key)}
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> "Split":
+        if not isinstance(data, Mapping):
+            raise TrafficError(f"a split must be an object, got {type(data).__name__}")
+        return cls.of(data.get("weights") or {}, data.get("shadow") or ())
+
     def same_as(self, other: "Split") -> bool:
         if self.shadow != other.shadow or self.weights.keys() != other.weights.keys():
             return False
@@ -165,6 +175,18 @@ class TrafficRouter:
         with self._lock:
             self._split = split
             self._stable = [split]
+
+    def snapshot(self) -> tuple[Split, tuple[Split, ...]]:
+        """The current split and the stable history (oldest first), for sharing with other replicas."""
+        with self._lock:
+            return self._split, tuple(self._stable)
+
+    def restore(self, split: Split, stable: Iterable[Split]) -> None:
+        """Adopt a split and stable history made elsewhere (another replica, an operator)."""
+        history = list(stable)[-self._history_size:] or [split]
+        with self._lock:
+            self._split = split
+            self._stable = history
 
     def set_weights(self, weights: Mapping[str, float], shadow: Iterable[str] = ()) -> Split:
         return self.set_split(Split.of(weights, shadow))

@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from devstack.localstack import Ports, render_alertmanager, render_prometheus, write_local_secrets
+from tests.e2e.polling import eventually
 from tests.e2e.shorten import ALERTMANAGER_ROUTE_TIMING, PROMETHEUS_FLAGS, PROMETHEUS_GLOBAL, shorten_rules
 from devstack.components import start_exporter
 from devstack.processes import REPO_ROOT, ManagedProcess, launch, start_alertmanager, start_prometheus
@@ -112,18 +113,7 @@ class Stack:
 
     def eventually(self, what: str, probe: Callable[[], Any], timeout: float, interval: float = 1.0) -> Any:
         """Poll `probe` until it returns something truthy; fail with the whole loop's state otherwise."""
-        deadline = time.monotonic() + timeout
-        last_error: Optional[Exception] = None
-        while time.monotonic() < deadline:
-            try:
-                value = probe()
-                if value:
-                    return value
-            except (urllib.error.URLError, OSError, KeyError, ValueError) as exc:
-                last_error = exc
-            time.sleep(interval)
-        pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last error: {last_error})\n"
-                    f"{self.diagnostics()}")
+        return eventually(what, probe, timeout, self.diagnostics, interval)
 
 
 def _start_process(argv: list[str], workdir: Path, name: str, ready_url: str, timeout: float) -> ManagedProcess:

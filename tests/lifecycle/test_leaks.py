@@ -34,8 +34,10 @@ async def test_load_reload_unload_20_times_keeps_threads_tasks_and_memory_flat(l
     for _ in range(CYCLES):
         await cycle()
     threads_after, tasks_after, rss_after = _footprint()
-    assert threads_after <= threads, (threads, threads_after)
-    assert tasks_after <= tasks, (tasks, tasks_after)
+    # A leak holds at least a worker thread and a batcher task per cycle (20 over the run); a slack of 2
+    # absorbs pools that grow lazily on a busy machine (the default executor), not a leak.
+    assert threads_after - threads <= 2, (threads, threads_after)
+    assert tasks_after - tasks <= 2, (tasks, tasks_after)
     assert rss_after - rss < 64 * 2**20, f"RSS grew by {(rss_after - rss) / 2**20:.1f} MiB over {CYCLES} cycles"
     assert client.state.get("minilm", "2") is None
 

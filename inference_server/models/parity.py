@@ -361,3 +361,39 @@ def enforce_parity(backend: EncoderBackend, **kwargs) -> ParityReport:
     if not report.passed:
         raise ParityFailed(report)
     return report
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """`python -m inference_server.models.parity [backend:dtype[:quantization] ...]`: print the gate's figures."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m inference_server.models.parity", description=main.__doc__)
+    parser.add_argument("backends", nargs="*",
+                        default=["torch:bfloat16", "onnxruntime:float32", "onnxruntime:float32:int8", "torch:float32"])
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    from inference_server.models.registry import create_backend
+
+    failed = 0
+    print(f"sample: {default_sample().name} ({len(default_sample().texts)} texts)")
+    for item in args.backends:
+        parts = item.split(":")
+        spec = ModelSpec(backend=parts[0], dtype=parts[1] if len(parts) > 1 else "auto",
+                         quantization=parts[2] if len(parts) > 2 else "none", device=args.device)
+        try:
+            backend = create_backend(spec)
+        except BackendUnavailable as exc:
+            print(f"{item}: unavailable: {exc}")
+            continue
+        try:
+            report = check_parity(backend) if not is_reference(backend) else check_parity(
+                backend, reference=reference_vectors(spec, backend.weights_dir, default_sample()))
+        finally:
+            backend.close()
+        failed += not report.passed
+        print(f"{item}: {report.summary()}{'; ' + '; '.join(report.reasons) if report.reasons else ''}", flush=True)
+    return 0 if not failed else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -93,10 +93,8 @@ class TorchEncoderBackend(EncoderBackend):
         # process-wide, so it is applied just before each of this backend's passes
         # (`_apply_threads`), never at load: loading another version must not retune this one.
         self.threads: int | None = spec.num_threads if device.type == "cpu" else None
-        # The fast tokenizer's padding/truncation state is mutable and shared: concurrent calls with
-        # different settings (token_lengths vs encode) fail with "Already borrowed". Tokenising is
-        # cheap next to the forward pass, so it is serialised; the forward passes run in parallel.
-        self._tokenizer_lock = threading.Lock()
+        # `self.tokenizer` (transformers) is kept for the ONNX exporter; serving tokenises with
+        # `fast_tokenizer`, whose settings never change after load, so instances need no lock.
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(
                 str(self.weights_dir), local_files_only=True, use_fast=True

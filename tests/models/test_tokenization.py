@@ -52,3 +52,35 @@ def test_default_tokenize_keeps_texts_for_backends_that_tokenise_themselves():
     tokens = Plain().tokenize(["ab", "c"])
     assert isinstance(tokens, Tokenized) and tokens.ids is None and tokens.lengths == [2, 1]
     assert Plain().encode_tokens(tokens.select([1])).shape == (1, 2)
+
+
+def test_batcher_window_tokenises_once_and_pads_per_batch(encoder_backend):
+    from inference_server.serving.batching import _encode_window
+
+    class Counting:
+        def __init__(self, inner):
+            self.inner, self.dim = inner, inner.dim
+            self.tokenized, self.widths = 0, []
+
+        def tokenize(self, texts):
+            self.tokenized += 1
+            return self.inner.tokenize(texts)
+
+        def encode_tokens(self, batch):
+            self.widths.append(batch.padded()[0].shape[1])
+            return self.inner.encode_tokens(batch)
+
+        def token_lengths(self, texts):
+            raise AssertionError("the window must not tokenise twice")
+
+        encode = token_lengths
+
+    texts = ["oak", "a much longer product title with many words in it", "drill", "queen sheets white cotton"]
+    counting = Counting(encoder_backend)
+    lengths, batches = _encode_window(counting, texts, [None] * 4, 2, None)
+    assert counting.tokenized == 1 and len(batches) == 2
+    # Sorted by length, batches of 2: each padded to its own longest text only.
+    assert counting.widths == sorted(counting.widths) and counting.widths[0] < counting.widths[1] == max(lengths)
+    for members, vectors, _, error, _ in batches:
+        assert error is None
+        np.testing.assert_allclose(vectors, encoder_backend.encode([texts[i] for i in members]), atol=1e-5)

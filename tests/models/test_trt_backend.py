@@ -140,3 +140,33 @@ def test_module_imports_without_tensorrt(monkeypatch):
     import inference_server.models.trt_backend as trt_backend
 
     assert isinstance(importlib.reload(trt_backend), types.ModuleType)
+
+
+def _has_tensorrt_gpu() -> bool:
+    try:
+        import tensorrt  # noqa: F401
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _has_tensorrt_gpu(), reason="needs an NVIDIA GPU with TensorRT")
+def test_real_engine_passes_the_gate_and_is_reused(tmp_path):
+    from inference_server.models.parity import enforce_parity
+
+    spec = ModelSpec(backend="tensorrt", cache_dir=str(tmp_path), engine_max_batch_size=64, engine_opt_batch_size=16)
+    first = create_backend(spec)
+    try:
+        assert not first.engine_reused and first.dtype == "float16"
+        report = enforce_parity(first)
+        assert report.passed and report.min_cosine >= 0.999
+    finally:
+        first.close()
+    second = create_backend(spec)
+    try:
+        assert second.engine_reused
+        assert second.encode(["oak"] * 100).shape == (100, 384)   # more than the profile's max batch: chunked
+    finally:
+        second.close()

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Serving benchmark: how close the HTTP server gets to the model's in-process limit.
 
-Prints, in one run on one machine:
-  (a) in-process limit: queries/s of tokenise + encode + top-k (no HTTP) at the best batch size
-      of a sweep;
+Prints, in one run on one machine, for each backend of --backends (default: the server's default
+backend, i.e. torch with dtype auto, then onnxruntime float32 and torch float32 for comparison):
+  (a) in-process limit: queries/s of tokenise (once) + encode + top-k (no HTTP) at the best
+      (instances, batch size) of a sweep;
   (b) HTTP closed loop: throughput and p50/p95/p99 latency of POST /v1/search with N concurrent
       clients against a server subprocess with dynamic batching on;
   (c) the same with batching off (max batch 1);
@@ -23,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
@@ -47,6 +49,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--instances", type=int, default=None,
                         help="model instances for (a) and the server (default: sweep 1 and one per core)")
     parser.add_argument("--max-queue-delay-ms", type=float, default=2.0, help="server batching delay (default 2)")
+    parser.add_argument("--backends", default="torch:auto,onnxruntime:float32,torch:float32",
+                        help="backend:dtype[:quantization] list; the first is the default backend (default: "
+                             "torch:auto,onnxruntime:float32,torch:float32)")
     parser.add_argument("--cache-dir", default=str(REPO_ROOT / "var" / "cache" / "embeddings"),
                         help="embedding cache shared by (a) and the server")
     return parser.parse_args(argv)
@@ -54,7 +59,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 # -- (a) in-process ----------------------------------------------------------------------------
 
-def in_process_sweep(args, queries: list[str]) -> tuple[tuple[int, int], float, dict[tuple[int, int], float]]:
+def parse_backend(text: str) -> dict:
+    parts = text.strip().split(":")
+    return {"backend": parts[0], "dtype": parts[1] if len(parts) > 1 else "auto",
+            "quantization": parts[2] if len(parts) > 2 else "none"}
+
+
+def in_process_sweep(args, queries: list[str], model: dict):
     """Queries/s of tokenise + encode + top-k for each (model instances, batch size); the best is (a).
 
     Instances are concurrent streams, each in its own thread with its share of the cores, exactly as
@@ -69,7 +80,10 @@ def in_process_sweep(args, queries: list[str]) -> tuple[tuple[int, int], float, 
     from inference_server.models.registry import create_backend
     from inference_server.serving.batching import MAX_AUTO_INSTANCES
 
-    backend = create_backend(ModelSpec(device="cpu", num_threads=args.num_threads))
+    from inference_server.models.parity import run_gate
+
+    backend = create_backend(ModelSpec(device="cpu", num_threads=args.num_threads, **model))
+    parity = run_gate(backend)
     bundle = load_catalog(CatalogConfig(num_products=args.catalog_size, cache_dir=args.cache_dir))
     index = VectorIndex.build(bundle.catalog, backend, args.cache_dir, progress=True)
     backend.warmup((1, 8, 32))
@@ -83,8 +97,9 @@ def in_process_sweep(args, queries: list[str]) -> tuple[tuple[int, int], float, 
         while time.perf_counter() < until:
             batch = [queries[(cursor + i) % len(queries)] for i in range(size)]
             cursor += size
-            backend.token_lengths(batch)  # the server measures token lengths per window too
-            index.search(backend.encode(batch), args.k)
+            tokens = backend.tokenize(batch)  # once per window, as the server does
+            order = sorted(range(size), key=tokens.lengths.__getitem__)
+            index.search(backend.encode_tokens(tokens.select(order)), args.k)
             counts[slot] += size
 
     runs = [(n, size) for n in layouts for size in sizes]
@@ -99,9 +114,10 @@ def in_process_sweep(args, queries: list[str]) -> tuple[tuple[int, int], float, 
         for thread in threads:
             thread.join()
         results[(instances, size)] = sum(counts) / (time.perf_counter() - started)
+    described = f"{backend.backend_name}/{backend.dtype}"
     backend.close()
     best = max(results, key=results.get)
-    return best, results[best], results
+    return best, results[best], results, described, parity
 
 
 # -- (b), (c) HTTP closed loop -------------------------------------------------------------------
@@ -136,13 +152,16 @@ async def _client(port: int, requests: list[bytes], stop_at: float, warm_until: 
         writer.close()
 
 
-async def closed_loop(port: int, queries: list[str], concurrency: int, duration: float, k: int) -> dict:
+async def closed_loop(port: int, queries: list[str], concurrency: int, duration: float, k: int,
+                      path: str = "/v1/search", make_body=None) -> dict:
+    """`concurrency` keep-alive clients, each sending its next request when the last answer is read."""
     import json
 
-    bodies = [json.dumps({"query": q, "k": k}).encode() for q in queries]
+    make_body = make_body or (lambda q: {"query": q, "k": k})
+    bodies = [json.dumps(make_body(q)).encode() for q in queries]
     requests = [
-        b"POST /v1/search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (path.encode(), len(body), body)
         for body in bodies
     ]
     loop = asyncio.get_running_loop()
@@ -172,13 +191,13 @@ async def closed_loop(port: int, queries: list[str], concurrency: int, duration:
 
 
 def http_phase(args, queries: list[str], *, batching: bool, max_batch_size: int, instances: int,
-               workdir: Path) -> dict:
+               workdir: Path, model: dict, concurrency: Optional[int] = None) -> dict:
     from devstack.processes import running
     from devstack.components import start_inference_server
 
     overrides = {
         "server": {"request_timeout_ms": 30000},
-        "model": {"num_threads": args.num_threads},
+        "model": {"num_threads": args.num_threads, **model},
         "catalog": {"num_products": args.catalog_size, "num_queries": 500, "cache_dir": args.cache_dir},
         "batching": {"enabled": batching, "max_batch_size": max_batch_size, "instances": instances,
                      "max_queue_delay_ms": args.max_queue_delay_ms, "max_queue_size": 4 * args.concurrency + 64},
@@ -187,12 +206,42 @@ def http_phase(args, queries: list[str], *, batching: bool, max_batch_size: int,
     server = start_inference_server(workdir, overrides=overrides, timeout=600)
     with running(server):
         port = int(server.url.rsplit(":", 1)[1])
-        return asyncio.run(closed_loop(port, queries, args.concurrency, args.duration, args.k))
+        return asyncio.run(closed_loop(port, queries, concurrency or args.concurrency, args.duration, args.k))
 
 
 def _fmt(result: dict) -> str:
     return (f"{result['qps']:8.1f} q/s   p50 {result['p50_ms']:7.1f} ms   p95 {result['p95_ms']:7.1f} ms   "
             f"p99 {result['p99_ms']:7.1f} ms   ({result['ok']} ok, {result['failed']} failed)")
+
+
+def run_backend(args, queries: list[str], model: dict, workdir: Path) -> dict:
+    """(a), (b), (c) and the ratios for one backend; printed as they come."""
+    (best_instances, best_size), best_qps, sweep, described, parity = in_process_sweep(args, queries, model)
+    print(f"== backend {described} ({model})", flush=True)
+    print(f"   parity: {parity.summary()}", flush=True)
+    print("(a) in-process tokenise + encode + top-k:")
+    for (instances, size), qps in sweep.items():
+        best = "   <- best" if (instances, size) == (best_instances, best_size) else ""
+        print(f"      instances {instances} x batch {size:3d}: {qps:8.1f} q/s{best}")
+    # The server runs the in-process optimum's layout (batch 32 when the sweep could not tell);
+    # (c) differs from (b) only in batching.
+    server_batch = best_size if best_size > 1 else 32
+    tag = described.replace("/", "-")
+    batched = http_phase(args, queries, batching=True, max_batch_size=server_batch, instances=best_instances,
+                         workdir=workdir / f"{tag}-batched", model=model)
+    print(f"(b) HTTP /v1/search, batching on (max batch {server_batch}, {best_instances} instances): "
+          f"{_fmt(batched)}", flush=True)
+    single = http_phase(args, queries, batching=False, max_batch_size=1, instances=best_instances,
+                        workdir=workdir / f"{tag}-single", model=model)
+    print(f"(c) HTTP /v1/search, batching off (max batch 1, {best_instances} instances): {_fmt(single)}",
+          flush=True)
+    ratio_a = batched["qps"] / best_qps if best_qps else float("nan")
+    ratio_c = batched["qps"] / single["qps"] if single["qps"] else float("inf")
+    ok_a, ok_c = ratio_a >= TARGET_HTTP_VS_INPROCESS, ratio_c >= TARGET_BATCHING_GAIN
+    print(f"(b)/(a) = {ratio_a:.2f}   target >= {TARGET_HTTP_VS_INPROCESS}: {'met' if ok_a else 'NOT met'}")
+    print(f"(b)/(c) = {ratio_c:.2f}   target >= {TARGET_BATCHING_GAIN}: {'met' if ok_c else 'NOT met'}", flush=True)
+    return {"backend": described, "a": best_qps, "b": batched, "c": single, "ratio_a": ratio_a, "ratio_c": ratio_c,
+            "parity": parity}
 
 
 def main(argv=None) -> int:
@@ -201,36 +250,24 @@ def main(argv=None) -> int:
 
     bundle = load_catalog(CatalogConfig(num_products=args.catalog_size, num_queries=500))
     queries = [q.text for q in bundle.queries]
+    models = [parse_backend(b) for b in args.backends.split(",") if b.strip()]
     print(f"machine: {os.cpu_count()} CPUs; catalog {args.catalog_size} products; {len(queries)} distinct queries; "
-          f"concurrency {args.concurrency}; {args.duration:.0f} s per HTTP phase", flush=True)
-
-    (best_instances, best_size), best_qps, sweep = in_process_sweep(args, queries)
-    print("(a) in-process tokenise + encode + top-k:")
-    for (instances, size), qps in sweep.items():
-        best = "   <- best" if (instances, size) == (best_instances, best_size) else ""
-        print(f"      instances {instances} x batch {size:3d}: {qps:8.1f} q/s{best}")
-
-    # The server runs the in-process optimum's layout (batch 32 when the sweep could not tell);
-    # (c) differs from (b) only in batching.
-    server_batch = best_size if best_size > 1 else 32
+          f"concurrency {args.concurrency}; {args.duration:.0f} s per HTTP phase; backends {args.backends}",
+          flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    results = []
     try:
-        batched = http_phase(args, queries, batching=True, max_batch_size=server_batch, instances=best_instances,
-                             workdir=workdir / "batched")
-        print(f"(b) HTTP /v1/search, batching on (max batch {server_batch}, {best_instances} instances): "
-              f"{_fmt(batched)}", flush=True)
-        single = http_phase(args, queries, batching=False, max_batch_size=1, instances=best_instances,
-                            workdir=workdir / "single")
-        print(f"(c) HTTP /v1/search, batching off (max batch 1, {best_instances} instances): {_fmt(single)}",
-              flush=True)
+        for model in models:
+            results.append(run_backend(args, queries, model, workdir))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-
-    ratio_a = batched["qps"] / best_qps if best_qps else float("nan")
-    ratio_c = batched["qps"] / single["qps"] if single["qps"] else float("inf")
-    ok_a, ok_c = ratio_a >= TARGET_HTTP_VS_INPROCESS, ratio_c >= TARGET_BATCHING_GAIN
-    print(f"(b)/(a) = {ratio_a:.2f}   target >= {TARGET_HTTP_VS_INPROCESS}: {'met' if ok_a else 'NOT met'}")
-    print(f"(b)/(c) = {ratio_c:.2f}   target >= {TARGET_BATCHING_GAIN}: {'met' if ok_c else 'NOT met'}")
+    print("\nsummary (one run, same machine):")
+    first = results[0]["a"] if results else float("nan")
+    for r in results:
+        print(f"  {r['backend']:22s} (a) {r['a']:7.1f} q/s ({r['a'] / first:4.2f}x the first)   "
+              f"(b) {r['b']['qps']:7.1f} q/s p99 {r['b']['p99_ms']:6.1f} ms   (c) {r['c']['qps']:7.1f} q/s   "
+              f"(b)/(a) {r['ratio_a']:.2f}   (b)/(c) {r['ratio_c']:.2f}   parity "
+              f"{'pass' if r['parity'].passed else 'FAIL'}")
     return 0
 
 

@@ -34,6 +34,27 @@ log = logging.getLogger(__name__)
 # Score matrix budget per block of queries (float32 entries): bounds memory for large batches.
 _BLOCK_ENTRIES = 1 << 24
 
+_blas_limited = False
+
+
+def limit_blas_threads() -> None:
+    """One BLAS thread per call, process-wide (once).
+
+    Searches are small matrix products issued from the model instances' worker threads, one per
+    core; OpenBLAS's own thread pool then spins against the model's threads. Measured on the 2-core
+    dev machine (bf16 MiniLM + top-k over 5,000 products, in-process): 1.5-2x the throughput with one
+    BLAS thread.
+    """
+    global _blas_limited
+    if _blas_limited:
+        return
+    _blas_limited = True
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - a declared dependency
+        return
+    threadpool_limits(limits=1, user_api="blas")
+
 
 def cache_paths(cache_dir: str | Path, model_fingerprint: str, catalog_fingerprint: str) -> tuple[Path, Path]:
     """(embeddings .npy, ids .json) for a model/catalog pair."""
@@ -162,6 +183,7 @@ class VectorIndex:
         returned row is a real, non-excluded product."""
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
+        limit_blas_threads()
         queries = np.asarray(queries, dtype=np.float32)
         if queries.ndim == 1:
             queries = queries[None, :]

@@ -27,6 +27,7 @@ from prometheus_client.registry import Collector
 from inference_server.catalog.index import VectorIndex
 from inference_server.config import AppConfig, ConfigError, TrafficConfig
 from inference_server.models.degrade import DegradeConfig, DegradedBackend, maybe_degrade
+from inference_server.models.parity import run_gate
 from inference_server.lifecycle.drift import DriftCollector, DriftConfig, DriftMonitor
 from inference_server.lifecycle.faults import FaultInjector, FaultMetrics, InjectedFault
 from inference_server.lifecycle.feedback import FeedbackMetrics, FeedbackStore
@@ -413,7 +414,7 @@ class ModelLifecycle:
         return mv
 
     def _build_version(self, mv: ModelVersion, *, entry, progress: bool) -> LoadedParts:
-        """Builder for `ServingState.load_version` (worker thread): weights -> finite check -> index ->
+        """Builder for `ServingState.load_version` (worker thread): weights -> finite check -> parity gate -> index ->
         artefacts -> golden check -> warm-up."""
         started = time.perf_counter()
         degrade = self._degrade.get(mv.version)
@@ -421,6 +422,11 @@ class ModelLifecycle:
         load_s = time.perf_counter() - started
         try:
             self._record(mv, check_finite_weights(backend))
+            # The gate measures the undegraded backend (a degrade drill is a deliberate canary).
+            parity = run_gate(backend.inner if isinstance(backend, DegradedBackend) else backend)
+            self._record(mv, CheckResult("parity", parity.passed,
+                                         parity.summary() + ("" if parity.passed else "; " + "; ".join(parity.reasons)),
+                                         time.time()))
             index = self._build_index(backend, progress)
             artifacts = self.repository.load_artifacts(self.model, mv.version, self.state.catalog)
             if artifacts is None:

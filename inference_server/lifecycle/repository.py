@@ -105,7 +105,7 @@ class BatchingOverrides(Section):
 class VersionConfig(Section):
     """models/<name>/<version>/model.yaml."""
 
-    backend: Literal["torch", "tensorrt"] = "torch"
+    backend: Literal["auto", "torch", "onnxruntime", "tensorrt"] = "torch"
     weights: Optional[str] = None        # weights dir (relative to the version dir); null = bundled MiniLM
     tokenizer: Optional[str] = None      # tokenizer dir when not the weights dir; null = the weights dir
     device: Optional[Literal["auto", "cpu", "cuda"]] = None   # null = the server's model.device
@@ -133,7 +133,10 @@ class VersionEntry:
         return ModelSpec(name=self.name, version=self.version, backend=self.config.backend,
                          weights=str(weights) if weights is not None else None,
                          device=self.config.device or base.device, dtype=self.config.dtype,
-                         max_seq_length=self.config.max_seq_length, num_threads=base.num_threads)
+                         max_seq_length=self.config.max_seq_length, num_threads=base.num_threads,
+                         quantization=base.quantization, cache_dir=base.cache_dir, parity_gate=base.parity_gate,
+                         engine_max_batch_size=base.engine_max_batch_size,
+                         engine_opt_batch_size=base.engine_opt_batch_size)
 
     def _resolve(self, value: Optional[str]) -> Optional[Path]:
         if value is None:
@@ -399,6 +402,7 @@ def register_version(config, repo: ModelRepository, name: str, version: str, *, 
     from inference_server.catalog import load_catalog
     from inference_server.catalog.index import VectorIndex
     from inference_server.models.degrade import maybe_degrade
+    from inference_server.models.parity import enforce_parity
     from inference_server.models.registry import create_backend
 
     rcfg: ModelRepositoryConfig = config.model_repository
@@ -409,9 +413,11 @@ def register_version(config, repo: ModelRepository, name: str, version: str, *, 
         bundle = load_catalog(config.catalog)
         steps.update()
         steps.set_postfix_str("weights")
-        backend = maybe_degrade(create_backend(entry.model_spec(config.model, repo.state_dir)), entry.config.degrade)
+        raw = create_backend(entry.model_spec(config.model, repo.state_dir))
+        backend = maybe_degrade(raw, entry.config.degrade)
         steps.update()
         try:
+            enforce_parity(raw)   # a backend/precision unlike the float32 reference is not registered
             steps.set_postfix_str("index")
             index = VectorIndex.build(bundle.catalog, backend, config.catalog.cache_dir, progress=progress)
             steps.update()
@@ -443,7 +449,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     reg.add_argument("--into-version-dir", action="store_true",
                      help="write artefacts under models/<name>/<version>/artifacts/ instead of the state dir")
     new = reg.add_argument_group("model.yaml for a new version (ignored when it exists)")
-    new.add_argument("--backend", default="torch", choices=("torch", "tensorrt"))
+    new.add_argument("--backend", default="torch", choices=("auto", "torch", "onnxruntime", "tensorrt"))
     new.add_argument("--weights", default=None, help="weights directory (default: the bundled MiniLM)")
     new.add_argument("--tokenizer", default=None, help="tokenizer directory (default: the weights directory)")
     new.add_argument("--dtype", default="auto", choices=("auto", "float32", "float16", "bfloat16"))

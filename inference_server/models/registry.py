@@ -10,7 +10,7 @@ import importlib
 from importlib.metadata import entry_points
 from typing import Callable
 
-from inference_server.models.backend import TENSORRT_UNAVAILABLE_MESSAGE, BackendUnavailable, EncoderBackend, ModelSpec
+from inference_server.models.backend import BackendUnavailable, EncoderBackend, ModelSpec
 
 __all__ = ["BUILTIN_BACKENDS", "ENTRY_POINT_GROUP", "available_backends", "create_backend", "register_backend"]
 
@@ -21,10 +21,14 @@ ENTRY_POINT_GROUP = "inference_server.backends"
 # name -> "module:attribute" of a class taking a ModelSpec.
 BUILTIN_BACKENDS: dict[str, str] = {
     "torch": "inference_server.models.torch_backend:TorchEncoderBackend",
+    "onnxruntime": "inference_server.models.ort_backend:OnnxRuntimeEncoderBackend",
+    "tensorrt": "inference_server.models.trt_backend:TensorRTEncoderBackend",
+    # Not a backend: picks the fastest of the above that passes the parity gate here.
+    "auto": "inference_server.models.auto:create_auto_backend",
 }
 
 # Names the config accepts that cannot run in this build, with the reason given to the user.
-UNAVAILABLE_BACKENDS: dict[str, str] = {"tensorrt": TENSORRT_UNAVAILABLE_MESSAGE}
+UNAVAILABLE_BACKENDS: dict[str, str] = {}
 
 _registered: dict[str, BackendClass] = {}
 
@@ -62,4 +66,7 @@ def create_backend(spec: ModelSpec) -> EncoderBackend:
         raise ValueError(f"max_seq_length must be >= 2, got {spec.max_seq_length}")
     if spec.num_threads is not None and spec.num_threads < 1:
         raise ValueError(f"num_threads must be >= 1, got {spec.num_threads}")
+    if spec.engine_opt_batch_size < 1 or spec.engine_max_batch_size < spec.engine_opt_batch_size:
+        raise ValueError(f"engine batch sizes need 1 <= engine_opt_batch_size <= engine_max_batch_size, got "
+                         f"{spec.engine_opt_batch_size} and {spec.engine_max_batch_size}")
     return _resolve(spec.backend)(spec)

@@ -1,4 +1,4 @@
-"""PyTorch implementation of `EncoderBackend` (CPU float32; CUDA bfloat16/float16 when present).
+"""PyTorch implementation of `EncoderBackend` (CPU float32/bfloat16; CUDA bfloat16/float16 when present).
 
 Weights and tokenizer are read from a local directory only: `HF_HUB_OFFLINE=1` is set before
 transformers is imported and every load passes `local_files_only=True`, so a missing file is an
@@ -24,6 +24,7 @@ from transformers import AutoModel, AutoTokenizer  # noqa: E402
 from inference_server.models.backend import BackendUnavailable, EncoderBackend, ModelSpec, resolve_weights_dir, usable_cpu_count  # noqa: E402
 from inference_server.models.fingerprint import model_fingerprint  # noqa: E402
 from inference_server.models.pooling import NORMALIZE, POOLING, SentenceEncoder  # noqa: E402
+from inference_server.models.tokenization import FastTokenizer, Tokenized  # noqa: E402
 
 # transformers 4.56 renamed `torch_dtype` to `dtype` (the old name warns).
 _DTYPE_KWARG = "dtype" if tuple(int(x) for x in transformers.__version__.split(".")[:2]) >= (4, 56) else "torch_dtype"
@@ -42,6 +43,19 @@ def _resolve_device(requested: str) -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), so bf16 beats float32."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
 def _resolve_dtype(requested: str, device: torch.device) -> torch.dtype:
     if device.type == "cuda":
         if requested == "auto":
@@ -51,7 +65,10 @@ def _resolve_dtype(requested: str, device: torch.device) -> torch.dtype:
         return _DTYPES[requested]
     if requested == "float16":
         raise BackendUnavailable("dtype float16 needs a CUDA device; use float32 or bfloat16 on CPU")
-    return torch.float32 if requested == "auto" else _DTYPES[requested]
+    if requested == "auto":
+        # Native bf16: ~3x float32 here, cosine 0.9999+ to float32; the parity gate checks it at load.
+        return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+    return _DTYPES[requested]
 
 
 class TorchEncoderBackend(EncoderBackend):
@@ -76,10 +93,8 @@ class TorchEncoderBackend(EncoderBackend):
         # process-wide, so it is applied just before each of this backend's passes
         # (`_apply_threads`), never at load: loading another version must not retune this one.
         self.threads: int | None = spec.num_threads if device.type == "cpu" else None
-        # The fast tokenizer's padding/truncation state is mutable and shared: concurrent calls with
-        # different settings (token_lengths vs encode) fail with "Already borrowed". Tokenising is
-        # cheap next to the forward pass, so it is serialised; the forward passes run in parallel.
-        self._tokenizer_lock = threading.Lock()
+        # `self.tokenizer` (transformers) is kept for the ONNX exporter; serving tokenises with
+        # `fast_tokenizer`, whose settings never change after load, so instances need no lock.
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(
                 str(self.weights_dir), local_files_only=True, use_fast=True
@@ -91,6 +106,8 @@ class TorchEncoderBackend(EncoderBackend):
             raise BackendUnavailable(f"cannot load the model from {self.weights_dir}: {exc}") from exc
         if not self.tokenizer.is_fast:
             raise BackendUnavailable(f"{self.weights_dir} has no fast tokenizer (tokenizer.json)")
+        # Lock-free tokenisation for the serving path (tokenize -> encode_tokens).
+        self.fast_tokenizer = FastTokenizer(self.weights_dir, spec.max_seq_length)
         self.module = SentenceEncoder(transformer).to(device).eval()
         self._torch_device = device
         self.device = f"cuda:{device.index}" if device.type == "cuda" else "cpu"
@@ -100,35 +117,21 @@ class TorchEncoderBackend(EncoderBackend):
         self._fingerprint_lock = threading.Lock()
 
     def token_lengths(self, texts: Sequence[str]) -> list[int]:
-        if not texts:
-            return []
-        with self._tokenizer_lock:
-            encoded = self.tokenizer(
-                list(texts),
-                add_special_tokens=True,
-                truncation=True,
-                max_length=self.spec.max_seq_length,
-                padding=False,
-                return_attention_mask=False,
-                return_token_type_ids=False,
-            )
-        return [len(ids) for ids in encoded["input_ids"]]
+        return self.fast_tokenizer.tokenize(texts).lengths
+
+    def tokenize(self, texts: Sequence[str]) -> Tokenized:
+        return self.fast_tokenizer.tokenize(texts)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        if not texts:
+        return self.encode_tokens(self.fast_tokenizer.tokenize(texts))
+
+    def encode_tokens(self, batch: Tokenized) -> np.ndarray:
+        if not len(batch):
             return np.zeros((0, self.dim), dtype=np.float32)
-        with self._tokenizer_lock:
-            batch = self.tokenizer(
-                list(texts),
-                padding=True,
-                truncation=True,
-                max_length=self.spec.max_seq_length,
-                return_tensors="pt",
-                return_token_type_ids=False,
-            )
+        ids, mask = batch.padded()
         self._apply_threads()
-        input_ids = batch["input_ids"].to(self._torch_device, non_blocking=True)
-        attention_mask = batch["attention_mask"].to(self._torch_device, non_blocking=True)
+        input_ids = torch.from_numpy(ids).to(self._torch_device, non_blocking=True)
+        attention_mask = torch.from_numpy(mask).to(self._torch_device, non_blocking=True)
         with torch.inference_mode():
             embeddings = self.module(input_ids, attention_mask)
         return embeddings.to("cpu", torch.float32).numpy()

@@ -374,20 +374,21 @@ def _model_error(message: str, retry_after: int) -> ApiError:
 
 def _encode_window(backend: EncoderBackend, texts: list[str], top_ks: list[Optional[int]], max_batch: int,
                    searcher: Optional[Searcher]):
-    """Worker-thread body: token lengths, length-sorted batches, encode, check outputs, batched top-k.
+    """Worker-thread body: tokenise once, length-sorted batches, encode, check outputs, batched top-k.
 
     Returns (token lengths, [(window positions, vectors, seconds, error, hits)]); error is
     (reason, message) for a batch that raised or produced non-finite vectors; hits maps a row of the
     batch to its (scores, index rows) when that text asked for top_k.
     """
-    lengths = backend.token_lengths(texts)
+    tokens = backend.tokenize(texts)   # once per window: lengths for grouping, ids for the batches
+    lengths = tokens.lengths
     order = sorted(range(len(texts)), key=lambda i: lengths[i])
     batches = []
     for start in range(0, len(order), max_batch):
         members = order[start:start + max_batch]
         began = time.perf_counter()
         try:
-            vectors = backend.encode([texts[i] for i in members])
+            vectors = backend.encode_tokens(tokens.select(members))   # padded to this batch's longest
         except Exception as exc:  # noqa: BLE001 - contained per batch, reported by the caller
             log.exception("encode failed")
             batches.append((members, None, time.perf_counter() - began,

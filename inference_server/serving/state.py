@@ -26,6 +26,7 @@ from inference_server.catalog import Catalog, CatalogBundle
 from inference_server.catalog.index import VectorIndex
 from inference_server.config import AppConfig, BatchingConfig
 from inference_server.models.backend import EncoderBackend, ModelSpec
+from inference_server.models.parity import enforce_parity
 from inference_server.models.registry import create_backend
 
 from inference_server.serving.batching import DynamicBatcher, EncodeResult
@@ -419,11 +420,13 @@ class ServingState:
             await asyncio.gather(*list(self._retiring), return_exceptions=True)
 
     def build_version(self, mv: ModelVersion, *, progress: bool = False) -> LoadedParts:
-        """Default builder (worker thread): weights -> catalog index -> warm-up."""
+        """Default builder (worker thread): weights -> parity gate -> catalog index -> warm-up."""
         started = time.perf_counter()
         backend = self.backend_factory(mv.spec)
         load_s = time.perf_counter() - started
         try:
+            parity = enforce_parity(backend)   # refuses a backend/precision unlike the float32 reference
+            mv.health["parity"] = {"ok": True, "detail": parity.summary()}
             index = VectorIndex.build(self.catalog, backend, self.config.catalog.cache_dir, progress=progress)
             warm_s = warm_up(backend, mv.batching)
         except BaseException:

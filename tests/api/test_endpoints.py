@@ -7,6 +7,10 @@ from inference_server.api.context import SCHEMAS
 from inference_server.api.openapi import body_schema
 
 from .conftest import sample_value
+from inference_server.models.torch_backend import cpu_has_native_bf16  # noqa: E402
+
+# dtype auto on CPU: bfloat16 where the CPU computes it natively, else float32.
+CPU_AUTO_DTYPE = "bfloat16" if cpu_has_native_bf16() else "float32"
 
 
 def _catalog(client):
@@ -79,7 +83,7 @@ async def test_models_health_ready_and_openapi(make_client):
     body = await (await client.get("/v1/models")).json()
     (entry,) = body["models"]
     assert entry["name"] == "minilm" and entry["version"] == "1" and entry["state"] == "ready"
-    assert entry["backend"] == "torch" and entry["device"] == "cpu" and entry["dtype"] == "float32"
+    assert entry["backend"] == "torch" and entry["device"] == "cpu" and entry["dtype"] == CPU_AUTO_DTYPE
     assert entry["traffic_weight"] == 1.0 and entry["shadow"] is False and "warmup" in entry["health"]
     assert body["catalog"] == {"name": "synthetic", "products": 300}
     assert (await (await client.get("/healthz")).json()) == {"status": "ok"}

@@ -6,6 +6,10 @@ import subprocess
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 from tests.support.binaries import require_binary
+from inference_server.models.torch_backend import cpu_has_native_bf16  # noqa: E402
+
+# dtype auto on CPU: bfloat16 where the CPU computes it natively, else float32.
+CPU_AUTO_DTYPE = "bfloat16" if cpu_has_native_bf16() else "float32"
 
 
 EXPECTED = {
@@ -60,7 +64,7 @@ async def test_metrics_match_the_contract(make_client):
         for sample in samples:
             assert set(sample.labels) - {"le"} == labels, (name, sample.labels)
     info = families["inference_model_info"].samples[0].labels
-    assert info == {"model": "minilm", "version": "1", "backend": "torch", "device": "cpu", "dtype": "float32"}
+    assert info == {"model": "minilm", "version": "1", "backend": "torch", "device": "cpu", "dtype": CPU_AUTO_DTYPE}
     products = families["inference_catalog_products"].samples[0]
     assert products.labels == {"catalog": "synthetic"} and products.value == 300
     ready = families["inference_model_ready"].samples[0]

@@ -110,7 +110,7 @@ BAD = [
 async def test_bad_input_on_new_routes_is_a_4xx_json_error(lifecycle_client):
     client = await lifecycle_client()
     for method, path, body, ctype, status, code in BAD:
-        headers = dict(client.auth)
+        headers = dict({"/v1/feedback": client.feedback_auth, "/v1/alerts": client.alerts_auth}.get(path, client.auth))
         if ctype:
             headers["Content-Type"] = ctype
         resp = await client.request(method, path, data=body, headers=headers)
@@ -148,7 +148,8 @@ async def test_promtool_check_metrics_is_clean_with_lifecycle_metrics(lifecycle_
     served = await (await client.post("/v1/search", json={"query": "drill", "k": 3},
                                       headers={"X-Request-ID": "r-1"})).json()
     await client.post("/v1/feedback", json={"request_id": "r-1", "event_id": "e-1", "type": "purchase",
-                                            "product_id": served["results"][0]["id"], "price": 9.5})
+                                            "product_id": served["results"][0]["id"]},
+                      headers=client.feedback_auth)
     await client.post("/v1/admin/faults", json={"latency_ms": 1, "duration_s": 5}, headers=client.auth)
     await client.post("/v1/search", json={"query": "hammer"})
     text = await (await client.get("/metrics")).text()

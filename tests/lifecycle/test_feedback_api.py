@@ -29,19 +29,19 @@ async def test_join_dedup_unknown_and_expired(lifecycle_client):
     served = await resp.json()
     clicked = served["results"][1]["id"]
     event = {"request_id": "req-a", "event_id": "ev-1", "type": "click", "product_id": clicked}
-    first = await client.post("/v1/feedback", json=event)
+    first = await client.post("/v1/feedback", json=event, headers=client.feedback_auth)
     assert first.status == 200 and await first.json() == {"accepted": 1, "duplicates": 0, "rejected": []}
-    again = await client.post("/v1/feedback", json=event)
+    again = await client.post("/v1/feedback", json=event, headers=client.feedback_auth)
     assert (await again.json())["duplicates"] == 1
     labels = {"endpoint": "search", "model": "minilm", "version": "1"}
     assert sample(client.registry, "business_clicks_total", **labels) == 1
     assert sample(client.registry, "business_click_position_sum", **labels) == 2
 
-    unknown = await client.post("/v1/feedback", json={**event, "request_id": "never-served", "event_id": "ev-2"})
+    unknown = await client.post("/v1/feedback", json={**event, "request_id": "never-served", "event_id": "ev-2"}, headers=client.feedback_auth)
     body = await unknown.json()
     assert unknown.status == 404 and body["error"]["code"] == "unknown_request"
     await wait_until_window_empty(client)
-    expired = await client.post("/v1/feedback", json={**event, "event_id": "ev-3"})
+    expired = await client.post("/v1/feedback", json={**event, "event_id": "ev-3"}, headers=client.feedback_auth)
     body = await expired.json()
     assert expired.status == 410 and body["error"]["code"] == "expired_request"
     assert sample(client.registry, "inference_rejected_requests_total", endpoint="feedback", reason="unknown_request") == 1
@@ -87,6 +87,7 @@ async def test_replayed_event_log_matches_offline_recomputation(lifecycle_client
     assert {s["version"] for s in served.values()} == {"1", "2"}
 
     # The event log: clicks, carts and purchases (some repeated, in EUR, without price), plus noise.
+    price = {p.id: p.price for p in client.state.catalog.products}
     log, eid = [], 0
     for rid, req in served.items():
         for _ in range(rng.choice([0, 1, 1, 2, 3])):
@@ -103,14 +104,16 @@ async def test_replayed_event_log_matches_offline_recomputation(lifecycle_client
                     purchase = {"request_id": rid, "event_id": f"e{eid}", "type": "purchase",
                                 "product_id": req["ids"][pos - 1]}
                     roll = rng.random()
-                    if roll < 0.8:
-                        purchase["price"] = round(rng.uniform(5, 300), 2)
-                    if 0.5 < roll < 0.8:
-                        purchase["currency"] = "EUR"
+                    if roll < 0.5:
+                        purchase["price"] = price[purchase["product_id"]]
+                    elif roll < 0.8:
+                        purchase["price"], purchase["currency"] = round(price[purchase["product_id"]] / 1.1, 2), "EUR"
+                    elif roll < 0.9:
+                        purchase["price"] = round(rng.uniform(5, 300), 2)             # disagrees with the catalog
                     log.append(purchase)
     log += [dict(rng.choice(log)) for _ in range(6)]                                   # duplicates
     log += [{"request_id": "nope-1", "event_id": "x1", "type": "click", "product_id": products[0]},
-            {"request_id": "req-001", "event_id": "x2", "type": "purchase", "product_id": products[0],
+            {"request_id": "req-001", "event_id": "x2", "type": "purchase", "product_id": served["req-001"]["ids"][0],
              "price": 5, "currency": "GBP"},                                              # no rate: rejected
             {"request_id": "req-002", "event_id": "x3", "type": "click", "product_id": "not-shown"}]
     rng.shuffle(log)
@@ -120,6 +123,7 @@ async def test_replayed_event_log_matches_offline_recomputation(lifecycle_client
     revenue = defaultdict(float)
     rr_sum, click_pos_sum = defaultdict(float), defaultdict(float)
     clicked: dict[str, set[int]] = defaultdict(set)
+    carted: dict[str, set[int]] = defaultdict(set)
     outcomes = Counter()
     seen = set()
     for e in log:
@@ -130,23 +134,37 @@ async def test_replayed_event_log_matches_offline_recomputation(lifecycle_client
         if req is None:
             outcomes[(e["type"], "unknown_request")] += 1
             continue
-        if e.get("currency", "USD") not in ("USD", *rates) or (e["type"] == "click" and e["product_id"] not in req["ids"]):
+        if e["product_id"] not in req["ids"]:
+            outcomes[(e["type"], "not_shown")] += 1
+            continue
+        pos = req["ids"].index(e["product_id"]) + 1
+        if e["type"] == "click" and pos in clicked[e["request_id"]]:
+            outcomes[(e["type"], "repeat_click")] += 1
+            continue
+        if e["type"] == "add_to_cart" and pos in carted[e["request_id"]]:
+            outcomes[(e["type"], "repeat_add_to_cart")] += 1
+            continue
+        if e.get("currency", "USD") not in ("USD", *rates):
             outcomes[(e["type"], "invalid")] += 1
+            continue
+        if "price" in e and not math.isclose(e["price"] * rates.get(e.get("currency"), 1.0), price[e["product_id"]],
+                                             rel_tol=0.005, abs_tol=0.01):
+            outcomes[(e["type"], "price_mismatch")] += 1
             continue
         seen.add(e["event_id"])
         outcomes[(e["type"], "accepted")] += 1
         key = (req["endpoint"], req["version"])
         if e["type"] == "click":
-            pos = req["ids"].index(e["product_id"]) + 1
             expected[key]["clicks"] += 1
             click_pos_sum[key] += pos
             rr_sum[key] += 1 / pos
             clicked[e["request_id"]].add(pos)
         elif e["type"] == "add_to_cart":
             expected[key]["carts"] += 1
+            carted[e["request_id"]].add(pos)
         else:
             expected[key]["orders"] += 1
-            revenue[key] += e.get("price", 0.0) * (rates.get(e.get("currency"), 1.0))
+            revenue[key] += price[e["product_id"]]
     ndcg_sum, ndcg_count = defaultdict(float), Counter()
     for rid, positions in clicked.items():
         key = (served[rid]["endpoint"], served[rid]["version"])
@@ -160,10 +178,10 @@ async def test_replayed_event_log_matches_offline_recomputation(lifecycle_client
     # Replay through the API: batches plus a few single events.
     singles, batch = log[:3], log[3:]
     for e in singles:
-        resp = await client.post("/v1/feedback", json=e)
-        assert resp.status in (200, 400, 404), await resp.json()
+        resp = await client.post("/v1/feedback", json=e, headers=client.feedback_auth)
+        assert resp.status in (200, 400, 404, 409, 422), await resp.json()
     for start in range(0, len(batch), 25):
-        resp = await client.post("/v1/feedback", json={"events": batch[start:start + 25]})
+        resp = await client.post("/v1/feedback", json={"events": batch[start:start + 25]}, headers=client.feedback_auth)
         assert resp.status == 200, await resp.json()
     await wait_until_window_empty(client)
 

@@ -71,7 +71,16 @@ class Pool:
 
     async def request(self, raw: bytes, timeout: float) -> tuple[str, float]:
         began = time.perf_counter()
-        if self.free:
+        reused = bool(self.free)
+        status, latency = await self._request(raw, timeout, began)
+        if reused and status in ("closed", "connection_error"):
+            # the server closed an idle kept-alive connection (its keep-alive timeout): as real clients
+            # do for a request that was never answered, retry once on a new connection
+            status, latency = await self._request(raw, timeout, began, fresh=True)
+        return status, latency
+
+    async def _request(self, raw: bytes, timeout: float, began: float, fresh: bool = False) -> tuple[str, float]:
+        if self.free and not fresh:
             conn = self.free.pop()
         elif self.open >= self.limit:
             return "client_limit", 0.0

@@ -31,6 +31,8 @@ __all__ = ["CONNECTION_GUARD", "ConnectionGuard", "GuardedTCPSite", "run_server"
 
 log = logging.getLogger(__name__)
 
+LINGERING_S = 0.5
+
 
 @dataclass
 class ConnectionGuard:
@@ -113,6 +115,9 @@ async def run_server(app: web.Application, config: AppConfig, *, access_log: Opt
     server_cfg = config.server
     runner = web.AppRunner(app, access_log=access_log, handle_signals=False,
                            keepalive_timeout=server_cfg.keepalive_timeout_s,
+                           # after an early answer (408, 413) aiohttp reads what the client still sends
+                           # before closing; a stalled client sends nothing, so do not linger 10 s for it
+                           lingering_time=LINGERING_S,
                            shutdown_timeout=min(1.0, server_cfg.shutdown_timeout_s))
     await runner.setup()
     site = GuardedTCPSite(runner, server_cfg, app[METRICS].connections_refused)

@@ -91,6 +91,10 @@ class AdmissionController:
         self._busy: dict[int, float] = {}   # running window token -> expected end (loop time)
         self._next_token = 0
 
+    def cost(self, texts: int) -> float:
+        """Expected compute seconds of a window of `texts`."""
+        return self.model.cost(texts)
+
     @property
     def calibrated(self) -> bool:
         return self.config.enabled and self.model.windows >= self.config.min_windows
@@ -117,7 +121,7 @@ class AdmissionController:
         while left > 0:
             size = min(self.window_size, left)
             at = heapq.heappop(free)
-            heapq.heappush(free, at + self.model.cost(size))
+            heapq.heappush(free, at + self.cost(size))
             left -= size
         return free[0]
 
@@ -129,9 +133,9 @@ class AdmissionController:
         start = self.predicted_start(pending, now)
         wait = start - now
         # Its own texts run in the window after those ahead (full windows under load).
-        finish = start + self.model.cost(min(self.window_size, (pending % self.window_size) + texts))
+        finish = start + self.cost(min(self.window_size, (pending % self.window_size) + texts))
         if texts > self.window_size:
-            finish = start + self.model.cost(texts)
+            finish = start + self.cost(texts)
         budget = (deadline - now) * (1.0 - self.config.deadline_margin)
         max_wait = self.config.max_queue_wait_ms / 1000.0
         if finish - now > budget:

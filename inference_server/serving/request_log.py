@@ -59,7 +59,13 @@ class _CountingFileHandler(logging.handlers.RotatingFileHandler):
         self._on_error = on_error
         self._warned_at = -WARN_INTERVAL_S
 
-    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+    def close(self) -> None:
+        try:
+            super().close()
+        except OSError:   # the final flush failed too: counted like any other lost write
+            self.handleError(None)
+
+    def handleError(self, record: Optional[logging.LogRecord]) -> None:  # noqa: N802 - logging's name
         if self._on_error is not None:
             self._on_error()
         now = time.monotonic()

@@ -159,3 +159,18 @@ async def test_promtool_check_metrics_is_clean_with_lifecycle_metrics(lifecycle_
         assert name in text, name
     out = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and out.stdout == "" and out.stderr == "", out.stdout + out.stderr
+
+
+async def test_model_yaml_that_is_not_utf8_is_a_422_naming_the_file_and_the_list_keeps_working(lifecycle_client,
+                                                                                                lifecycle_dirs):
+    bad = lifecycle_dirs["root"] / "minilm" / "7"
+    bad.mkdir(parents=True)
+    (bad / "model.yaml").write_bytes(b"description: caf\xe9 \xff\xfe\n")
+    client = await lifecycle_client()
+    resp = await client.post("/v1/admin/models/minilm/versions/7/load", headers=client.auth)
+    error = (await resp.json())["error"]
+    assert resp.status == 422 and str(bad / "model.yaml") in error["message"], error
+    listing = await client.get("/v1/admin/models", headers=client.auth)
+    assert listing.status == 200
+    entry = next(v for v in (await listing.json())["versions"] if v["version"] == "7")
+    assert "model.yaml" in entry["config_error"]

@@ -218,3 +218,64 @@ async def test_replayed_event_log_matches_offline_recomputation(lifecycle_client
         assert got[("business_feedback_events_total", tuple(sorted(labels.items())))] == n, labels
     assert sum(expected[k]["clicks"] for k in expected) > 10                 # the log exercised the joins
     assert outcomes[("purchase", "accepted")] > 0 and outcomes[("click", "duplicate")] + outcomes[("purchase", "duplicate")] + outcomes[("add_to_cart", "duplicate")] > 0
+
+
+async def test_forged_feedback_is_rejected_with_a_reason_and_changes_nothing(lifecycle_client):
+    from tests.lifecycle.conftest import ADMIN_TOKEN, ALERTS_TOKEN
+
+    client = await lifecycle_client()
+    served = await (await client.post("/v1/search", json={"query": "cordless drill", "k": 10},
+                                      headers={"X-Request-ID": "req-f"})).json()
+    ids = [r["id"] for r in served["results"]]
+    labels = {"endpoint": "search", "model": "minilm", "version": "1"}
+
+    def counters():
+        return {name: sample(client.registry, name, **labels) for name in
+                ("business_clicks_total", "business_add_to_carts_total", "business_orders_total",
+                 "business_converted_requests_total")} | {
+            "revenue": sample(client.registry, "business_revenue_total", currency="USD", **labels)}
+
+    click = {"request_id": "req-f", "event_id": "f-0", "type": "click", "product_id": ids[0]}
+    for headers, status in [({}, 401), ({"Authorization": f"Bearer {ADMIN_TOKEN}"}, 403),
+                            ({"Authorization": f"Bearer {ALERTS_TOKEN}"}, 403), ({"Authorization": "Bearer x"}, 403)]:
+        resp = await client.post("/v1/feedback", json=click, headers=headers)
+        assert resp.status == status and (await resp.json())["error"]["code"] in ("unauthorized", "forbidden")
+    assert counters()["business_clicks_total"] == 0
+
+    # 100 clicks on one 10-result answer: one per shown product counts, the rest are repeats.
+    resp = await client.post("/v1/feedback", headers=client.feedback_auth, json={"events": [
+        {"request_id": "req-f", "event_id": f"c-{i}", "type": "click", "product_id": ids[i % 10]} for i in range(100)]})
+    answer = await resp.json()
+    assert answer["accepted"] == 10 and {r["code"] for r in answer["rejected"]} == {"repeat_click"}
+    before = counters()
+    assert before["business_clicks_total"] == 10                      # CTR = 10 / 10 impressions, never above 1
+    forged = [
+        ({"event_id": "s-1", "type": "click", "product_id": ids[3]}, 409, "repeat_click"),
+        ({"event_id": "s-2", "type": "add_to_cart", "product_id": "NOT-SHOWN"}, 422, "not_shown"),
+        ({"event_id": "s-3", "type": "purchase", "product_id": "NOT-SHOWN", "price": 1e15}, 422, "not_shown"),
+        ({"event_id": "s-4", "type": "purchase", "product_id": ids[0], "price": 1e15}, 422, "price_mismatch"),
+        ({"event_id": "s-5", "type": "purchase", "product_id": ids[0], "quantity": 1000}, 422, "quantity_exceeded"),
+    ]
+    for extra, status, code in forged:
+        resp = await client.post("/v1/feedback", json={"request_id": "req-f", **extra}, headers=client.feedback_auth)
+        error = (await resp.json())["error"]
+        assert (resp.status, error["code"]) == (status, code), extra
+        assert error["message"]
+    cart = {"request_id": "req-f", "type": "add_to_cart", "product_id": ids[1]}
+    resp = await client.post("/v1/feedback", headers=client.feedback_auth,
+                             json={"events": [{**cart, "event_id": f"a-{i}"} for i in range(50)]})
+    assert (await resp.json())["accepted"] == 1                        # 50 carts on one product: one counts
+    assert counters() == {**before, "business_add_to_carts_total": 1}   # nothing forged reached CTR or revenue
+    for code in ("repeat_click", "not_shown", "price_mismatch", "quantity_exceeded", "repeat_add_to_cart"):
+        assert sum(sample(client.registry, "business_feedback_events_total", type=t, outcome=code)
+                   for t in ("click", "add_to_cart", "purchase")) >= 1, code
+
+
+async def test_each_event_source_is_rate_limited(lifecycle_client):
+    client = await lifecycle_client(feedback={"max_events_per_s": 5})
+    events = [{"request_id": "nope", "event_id": f"e-{i}", "type": "click", "product_id": "p"} for i in range(5)]
+    first = await client.post("/v1/feedback", json={"events": events}, headers=client.feedback_auth)
+    assert first.status == 200
+    resp = await client.post("/v1/feedback", json={**events[0], "event_id": "e-6"}, headers=client.feedback_auth)
+    assert resp.status == 429 and (await resp.json())["error"]["code"] == "rate_limited" and resp.headers["Retry-After"]
+    assert sample(client.registry, "inference_rejected_requests_total", endpoint="feedback", reason="rate_limited") == 1

@@ -148,8 +148,9 @@ class AdmissionController:
         return wait
 
     def too_late(self, window_texts: int, now: float, deadline: float) -> bool:
-        """True when a text with `deadline` cannot finish in a window of `window_texts` started now."""
-        return self.calibrated and deadline - now < self.model.cost(window_texts)
+        """True when a text with `deadline` cannot finish in a window of `window_texts` started now (with
+        the same margin as admission: a window that overruns its fit by a little must not make it late)."""
+        return self.calibrated and (deadline - now) * (1.0 - self.config.deadline_margin) < self.model.cost(window_texts)
 
     def _shed(self, reason: str, message: str, wait: float) -> Overloaded:
         return Overloaded(reason, message, max(self.retry_after_s, math.ceil(min(wait, 60.0))))

@@ -30,7 +30,7 @@ from devstack.processes import REPO_ROOT, ManagedProcess, spawn
 # Hostnames used in the compose network (docker-compose.yml), by the service they name.
 COMPOSE_HOSTS = ("inference-server", "exporter", "loadgen", "prometheus", "alertmanager", "grafana", "mailpit",
                  "alert-sinks", "localhost", "127.0.0.1", "0.0.0.0")
-SECRET_NAMES = ("admin_token", "slack_webhook_url", "smtp_password")
+SECRET_NAMES = ("admin_token", "alerts_token", "feedback_token", "slack_webhook_url", "smtp_password")
 CONTAINER_SECRETS_DIR = "/run/secrets"
 # Where docker-compose.yml mounts the Grafana dashboards; the local stack maps it back to the repo.
 CONTAINER_DASHBOARDS_DIR = "/var/lib/grafana/dashboards"
@@ -179,13 +179,15 @@ def _absolutize_key(node: Any, key: str, base: Path) -> None:
 
 def write_local_secrets(secrets_dir: Path, ports: Ports, *, admin_token: Optional[str] = None,
                         real_secrets_dir: Optional[Path] = None) -> dict[str, Path]:
-    """Secret files for the local stack: a fresh admin token, the local Slack sink as the webhook URL,
+    """Secret files for the local stack: fresh admin, alerts and feedback tokens, the local Slack sink as the webhook URL,
     a placeholder SMTP password. With `real_secrets_dir`, files present there are used instead (real
     Slack / SMTP delivery, see docs/alert-delivery.md)."""
     secrets_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(secrets_dir, 0o700)
     values = {
         "admin_token": admin_token or pysecrets.token_urlsafe(32),
+        "alerts_token": pysecrets.token_urlsafe(32),
+        "feedback_token": pysecrets.token_urlsafe(32),
         "slack_webhook_url": f"http://127.0.0.1:{ports.sinks}/slack/alerts",
         "smtp_password": "local-mail-catcher",
     }

@@ -54,7 +54,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     from inference_server.api.app import serve
 
-    serve(config)
+    try:
+        serve(config)
+    except ConfigError as exc:  # found while building the app: secrets, the request log path
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

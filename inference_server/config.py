@@ -28,6 +28,7 @@ from inference_server.catalog.types import CatalogConfig
 from inference_server.models.backend import ModelSpec
 
 __all__ = [
+    "AdmissionConfig",
     "AdminConfig",
     "AppConfig",
     "BatchingConfig",
@@ -87,7 +88,24 @@ class ServerConfig(Section):
     retry_after_s: PositiveInt = 1            # Retry-After on 429 queue_full / 503 / 504
     not_ready_retry_after_s: PositiveInt = 5  # Retry-After on 503 not_ready while loading
     access_log: bool = False                  # aiohttp's access log (the JSON request log is separate)
+    # Slow and broken clients (docs/server.md, "Slow clients and shutdown").
+    keepalive_timeout_s: PositiveNumber = 5.0    # complete request headers due this long after connect / last response
+    body_timeout_s: PositiveNumber = 10.0        # whole body due this long after the headers -> 408 timeout
+    max_connections: PositiveInt = 1024          # open connections; beyond -> canned 503, closed
+    max_requests_in_flight: PositiveInt = 512    # requests being handled; beyond -> 503 overloaded
+    shutdown_timeout_s: PositiveNumber = 30.0    # SIGTERM: how long in-flight requests may finish
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+
+
+class AdmissionConfig(Section):
+    """`batching.admission`: admit work only when its predicted queue wait + compute fits its deadline."""
+
+    enabled: bool = True
+    # Admitted only if predicted wait + compute <= remaining deadline * (1 - deadline_margin).
+    deadline_margin: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    max_queue_wait_ms: PositiveNumber = 1000.0   # the queue bounded in time: longer predicted waits are shed
+    min_windows: PositiveInt = 3                 # windows measured before predictions are trusted
+    cost_decay: Annotated[float, Field(gt=0, lt=1)] = 0.9   # forgetting factor of the window-cost fit
 
 
 class BatchingConfig(Section):
@@ -105,6 +123,7 @@ class BatchingConfig(Section):
     # usable CPU cores on CPU, torch threads split between them; 1 on a GPU) adds throughput under
     # heavy load (docs/server.md, "Model instances").
     instances: Optional[PositiveInt] = 1
+    admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
 
     @property
     def effective_batch_size(self) -> int:
@@ -227,6 +246,12 @@ class FeedbackConfig(Section):
     sweep_interval_s: PositiveNumber = 1.0      # how often expired requests are swept (NDCG observed then)
     max_events_per_request: PositiveInt = 1000   # events in one POST /v1/feedback
     max_positions: PositiveInt = 100             # result positions kept per request (clicks beyond are rejected)
+    max_quantity: PositiveInt = 10               # units one request's product may be bought in total
+    max_events_per_s: PositiveNumber = 1000.0    # per event source (client address); beyond -> 429 rate_limited
+    # The event source's bearer token (a site's event pipeline holds it): a file, else this env variable.
+    # Without one, POST /v1/feedback is off (403). It must differ from the admin and alerts tokens.
+    token_file: Optional[str] = None
+    token_env: Annotated[str, Field(min_length=1)] = "INFERENCE_FEEDBACK_TOKEN"
     currency: Annotated[str, Field(pattern=CURRENCY_PATTERN)] = "USD"  # revenue currency (label of business_revenue_total)
     # other currency -> units of `currency` per unit
     rates: dict[str, PositiveNumber] = Field(default_factory=dict)
@@ -245,7 +270,7 @@ class AdminConfig(Section):
     token_file: Optional[str] = None
     token_env: Annotated[str, Field(min_length=1)] = "INFERENCE_ADMIN_TOKEN"
     # Token Alertmanager presents on POST /v1/alerts (its http_config.authorization.credentials_file);
-    # when neither is set, the admin token is used.
+    # when neither is set the webhook is off; it must differ from the admin token.
     alerts_token_file: Optional[str] = None
     alerts_token_env: Annotated[str, Field(min_length=1)] = "INFERENCE_ALERTS_TOKEN"
 

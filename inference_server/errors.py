@@ -21,6 +21,7 @@ REJECTION_REASONS = frozenset(
         "unsupported_media_type",
         "unknown_product",
         "queue_full",
+        "overloaded",           # 503: shed by admission control (predicted to miss its deadline)
         "deadline_exceeded",
         "not_ready",
         "model_error",
@@ -28,6 +29,14 @@ REJECTION_REASONS = frozenset(
         "forbidden",
         "unknown_request",
         "expired_request",
+        "not_shown",            # feedback: the product was not in that answer
+        "repeat_click",         # feedback: a second click on the same (request, product)
+        "repeat_add_to_cart",   # feedback: a second add-to-cart on the same (request, product)
+        "quantity_exceeded",    # feedback: more units bought than feedback.max_quantity
+        "price_mismatch",       # feedback: a client price that disagrees with the catalog
+        "rate_limited",         # 429: an event source over its rate limit
+        "client_closed",        # 499: the client closed the connection before the answer
+        "timeout",              # 408: the client sent its request too slowly
         "conflict",             # 409: admin action not possible in the version's current state
         "health_check_failed",  # 422: a load/reload whose health checks failed
         "injected_fault",       # 503: fault drill

@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scenario", action="append", default=[], metavar="SPEC",
                    help="fault drill to run, repeatable; see below")
     p.add_argument("--admin-token-file", help="file with the server's admin bearer token (target.admin_token_file)")
+    p.add_argument("--feedback-token-file",
+                   help="file with the server's feedback (event-source) token (target.feedback_token_file)")
     p.add_argument("--listen", metavar="HOST:PORT", help="serve /metrics, /status and /v1/scenarios here")
     p.add_argument("--report-interval", type=float, metavar="SECONDS", help="live summary period (default 5)")
     p.add_argument("--seed", type=int, help="random seed for reproducible runs")
@@ -64,6 +66,7 @@ def apply_cli(cfg: LoadgenConfig, args: argparse.Namespace) -> LoadgenConfig:
     """`cfg` with the command-line flags applied, validated again as a whole (raises `ConfigError`)."""
     overrides = [
         ("url", "target", "url"), ("admin_token_file", "target", "admin_token_file"),
+        ("feedback_token_file", "target", "feedback_token_file"),
         ("rate", "rate", "requests_per_second"), ("day_length", "rate", "day_length_s"),
         ("start_hour", "rate", "start_hour"), ("concurrency", "rate", "max_concurrency"),
         ("users", "shopper", "users"), ("server_config", "relevance", "server_config"),
@@ -83,7 +86,7 @@ async def run(cfg: LoadgenConfig, args: argparse.Namespace) -> int:
     from aiohttp import web
     from prometheus_client import disable_created_metrics
 
-    from loadgen.client import ServerClient, read_admin_token
+    from loadgen.client import ServerClient, read_admin_token, read_feedback_token
     from loadgen.control import create_app
     from loadgen.metrics import LoadgenMetrics
     from loadgen.relevance import load_oracle
@@ -97,7 +100,7 @@ async def run(cfg: LoadgenConfig, args: argparse.Namespace) -> int:
     disable_created_metrics()  # `_created` series double every counter for no use here (this process only)
     metrics = None if args.no_metrics else LoadgenMetrics()
     emit = (lambda line: None) if args.quiet else (lambda line: print(line, flush=True))
-    async with ServerClient(cfg.target, cfg.rate.max_concurrency, token) as client:
+    async with ServerClient(cfg.target, cfg.rate.max_concurrency, token, read_feedback_token(cfg.target)) as client:
         sim = Simulator(cfg, oracle, client, metrics, emit=emit)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -31,23 +31,34 @@ class AdminError(RuntimeError):
 
 def read_admin_token(cfg: TargetConfig) -> Optional[str]:
     """The admin bearer token from `admin_token_file`, else from the `admin_token_env` variable."""
-    if cfg.admin_token_file:
+    return _read_token(cfg.admin_token_file, cfg.admin_token_env, "target.admin_token_file")
+
+
+def read_feedback_token(cfg: TargetConfig) -> Optional[str]:
+    """The feedback (event-source) token from `feedback_token_file`, else the `feedback_token_env` variable."""
+    return _read_token(cfg.feedback_token_file, cfg.feedback_token_env, "target.feedback_token_file")
+
+
+def _read_token(file: Optional[str], env: str, key: str) -> Optional[str]:
+    if file:
         try:
-            token = Path(cfg.admin_token_file).read_text().strip()
+            token = Path(file).read_text().strip()
         except OSError as exc:
-            raise ConfigError("target.admin_token_file", f"cannot read {cfg.admin_token_file}: {exc}") from exc
+            raise ConfigError(key, f"cannot read {file}: {exc}") from exc
         if not token:
-            raise ConfigError("target.admin_token_file", f"{cfg.admin_token_file} is empty")
+            raise ConfigError(key, f"{file} is empty")
         return token
-    token = os.environ.get(cfg.admin_token_env, "").strip()
+    token = os.environ.get(env, "").strip()
     return token or None
 
 
 class ServerClient:
-    def __init__(self, cfg: TargetConfig, max_connections: int, admin_token: Optional[str] = None) -> None:
+    def __init__(self, cfg: TargetConfig, max_connections: int, admin_token: Optional[str] = None,
+                 feedback_token: Optional[str] = None) -> None:
         self.cfg = cfg
         self.base = cfg.url.rstrip("/")
         self.admin_token = admin_token
+        self.feedback_token = feedback_token
         self._session: Optional[aiohttp.ClientSession] = None
         self._max_connections = max_connections
 
@@ -63,10 +74,13 @@ class ServerClient:
         if self._session is not None:
             await self._session.close()
 
-    async def call(self, method: str, path: str, payload: Any = None, admin: bool = False) -> Reply:
+    async def call(self, method: str, path: str, payload: Any = None, admin: bool = False,
+                   feedback: bool = False) -> Reply:
         """One request; never raises for HTTP or network failures (they become the reply status)."""
         assert self._session is not None, "use `async with ServerClient(...)`"
         headers = {}
+        if feedback and self.feedback_token:
+            headers["Authorization"] = f"Bearer {self.feedback_token}"
         if admin:
             if not self.admin_token:
                 raise ConfigError(

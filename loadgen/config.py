@@ -44,6 +44,9 @@ class TargetConfig(Section):
     # Admin bearer token (needed only for fault scenarios): read from this file, else from this env var.
     admin_token_file: Optional[str] = None
     admin_token_env: str = "INFERENCE_ADMIN_TOKEN"
+    # The server's feedback (event-source) bearer token, sent with every POST /v1/feedback.
+    feedback_token_file: Optional[str] = None
+    feedback_token_env: str = "INFERENCE_FEEDBACK_TOKEN"
 
 
 class RateConfig(Section):

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Create the secret files docker-compose mounts (secrets/README.md), keeping any that exist.
 
-- admin_token: a random bearer token for the inference server's admin API and rollback webhook.
+- admin_token: a random bearer token for the inference server's admin API.
+- alerts_token: a random bearer token Alertmanager presents to the rollback webhook (POST /v1/alerts).
+- feedback_token: a random bearer token of the event source (the simulator) for POST /v1/feedback.
 - slack_webhook_url: the compose stack's local Slack-compatible sink (replace with a real Slack
   incoming-webhook URL to notify Slack; docs/alert-delivery.md).
 - smtp_password: a placeholder (mailpit needs none; put the real SMTP password here for a real server).
@@ -20,6 +22,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULTS = {
     "admin_token": lambda: secrets.token_urlsafe(32),
+    "alerts_token": lambda: secrets.token_urlsafe(32),
+    "feedback_token": lambda: secrets.token_urlsafe(32),
     "slack_webhook_url": lambda: "http://alert-sinks:8025/slack/alerts",
     "smtp_password": lambda: "mailpit-needs-no-password",
 }

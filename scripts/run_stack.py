@@ -57,7 +57,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--no-loadgen", action="store_true", help="do not start the traffic simulator")
     p.add_argument("--no-grafana", action="store_true", help="do not start Grafana even if installed")
     p.add_argument("--secrets-dir", type=Path, default=None,
-                   help="use real secret files from here (slack_webhook_url, smtp_password, admin_token) "
+                   help="use real secret files from here (slack_webhook_url, smtp_password, admin_token, "
+                        "alerts_token, feedback_token) "
                         "instead of local ones; see docs/alert-delivery.md")
     p.add_argument("--ready-timeout", type=float, default=600.0,
                    help="seconds to wait for the inference server (first start embeds the catalog)")
@@ -146,7 +147,8 @@ class Stack:
                 "loadgen",
                 [self.python, "-m", "loadgen", "--config", str(self.args.loadgen_config),
                  "--url", f"http://127.0.0.1:{p.server}", "--listen", f"127.0.0.1:{p.loadgen}",
-                 "--admin-token-file", str(self.secret_files["admin_token"]), "--rate", str(self.args.rate),
+                 "--admin-token-file", str(self.secret_files["admin_token"]),
+                 "--feedback-token-file", str(self.secret_files["feedback_token"]), "--rate", str(self.args.rate),
                  "--day-length", str(self.args.day_length), "--server-config", str(self.args.server_config)],
                 env=self._env(), url=f"http://127.0.0.1:{p.loadgen}/status",
                 ready_url=f"http://127.0.0.1:{p.loadgen}/status")
@@ -158,6 +160,8 @@ class Stack:
         """The server's admin token and request log go to the run dir (env overrides, docs/server.md)."""
         return {
             "INFERENCE_SERVER__ADMIN__TOKEN_FILE": str(self.secret_files["admin_token"]),
+            "INFERENCE_SERVER__ADMIN__ALERTS_TOKEN_FILE": str(self.secret_files["alerts_token"]),
+            "INFERENCE_SERVER__FEEDBACK__TOKEN_FILE": str(self.secret_files["feedback_token"]),
             "INFERENCE_SERVER__REQUEST_LOG__PATH": str(self.run_dir / "logs" / "requests.jsonl"),
             "INFERENCE_SERVER_USER_ID_SALT": secrets.token_hex(16),
         }

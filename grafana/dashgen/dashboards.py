@@ -162,10 +162,10 @@ def batching() -> Dashboard:
                           "mean {{model}}/{{version}}"),
                    Target(f"histogram_quantile(0.9, sum by (le, model, version) (rate("
                           f"inference_request_tokens_bucket{{{MV}}}{RI})))", "p90 {{model}}/{{version}}")),
-        timeseries("Overload rejections", "Requests answered 429 (queue_full), 503 (not_ready) or 504 "
-                   "(deadline_exceeded) per second.", "reqps",
+        timeseries("Overload rejections", "Requests answered 429 (queue_full), 503 (overloaded, not_ready) or "
+                   "504 (deadline_exceeded) per second.", "reqps",
                    Target(f'sum by (endpoint, reason) (rate(inference_rejected_requests_total{{reason=~'
-                          f'"queue_full|deadline_exceeded|not_ready"}}{RI}))', "{{endpoint}} {{reason}}"),
+                          f'"queue_full|overloaded|deadline_exceeded|not_ready"}}{RI}))', "{{endpoint}} {{reason}}"),
                    stack=True),
         timeseries("Autoscaling signal per replica", "Mean batch-queue wait per replica over 1 minute "
                    "(instance:inference_scaling_pressure:seconds), the metric the HorizontalPodAutoscaler "
@@ -178,6 +178,26 @@ def batching() -> Dashboard:
                    Target("count(instance:inference_scaling_pressure:seconds)", "current"),
                    Target("ceil(count(instance:inference_scaling_pressure:seconds) * "
                           "avg(instance:inference_scaling_pressure:seconds) / 0.025)", "wanted"), fill=0),
+        timeseries("Admission: admitted and shed", "Requests admitted to the batch queue, and shed at once "
+                   "(503 overloaded / 429 queue_full + Retry-After) because their predicted queue wait + compute "
+                   "would miss their deadline (deadline), the wait exceeds max_queue_wait_ms (queue_time), "
+                   "their time ran out before their window started (late) or the queue was full.", "reqps",
+                   Target(f"sum by (model, version) (rate(inference_admission_admitted_total{{{MV}}}{RI}))",
+                          "admitted {{model}}/{{version}}"),
+                   Target(f"sum by (model, version, reason) (rate(inference_admission_shed_total{{{MV}}}{RI}))",
+                          "shed {{reason}} {{model}}/{{version}}"), stack=True),
+        timeseries("Admission: predicted queue wait and wasted compute",
+                   "Queue wait predicted from the measured service rate when requests arrive (p50, p99), and the "
+                   "share of model compute spent on requests that had already failed (should stay near 0).", "s",
+                   Target(f"histogram_quantile(0.99, sum by (le, model, version) (rate("
+                          f"inference_admission_predicted_wait_seconds_bucket{{{MV}}}{RI})))",
+                          "predicted wait p99 {{model}}/{{version}}"),
+                   Target(f"histogram_quantile(0.5, sum by (le, model, version) (rate("
+                          f"inference_admission_predicted_wait_seconds_bucket{{{MV}}}{RI})))",
+                          "predicted wait p50 {{model}}/{{version}}"),
+                   Target(f"sum by (model, version) (rate(inference_wasted_compute_seconds_total{{{MV}}}{RI})) / "
+                          f"sum by (model, version) (rate(inference_compute_duration_seconds_sum{{{MV}}}{RI}))",
+                          "wasted compute share {{model}}/{{version}}")),
     ]
     return Dashboard("batching-queue", "Batching and queue",
                      "How the dynamic batcher performs: batch sizes, queue wait, compute time, queue depth and "
@@ -198,8 +218,9 @@ def business() -> Dashboard:
         bargauge("Add-to-cart rate by version", f"Add-to-cart events per served request. {ab}", "percentunit",
                  Target(per_version("business_add_to_carts_total", "business_requests_served_total"),
                         "{{model}}/{{version}}", instant=True)),
-        bargauge("Conversion rate by version", f"Orders per served request. {ab}", "percentunit",
-                 Target(per_version("business_orders_total", "business_requests_served_total"),
+        bargauge("Conversion rate by version", f"Served requests with a purchase per served request. {ab}",
+                 "percentunit",
+                 Target(per_version("business_converted_requests_total", "business_requests_served_total"),
                         "{{model}}/{{version}}", instant=True)),
         bargauge("Revenue by version", f"Revenue attributed to each version's results. {ab}", "short",
                  Target(f"sum by (model, version, currency) (increase(business_revenue_total{{{MV}}}[$__range]))",
@@ -242,7 +263,7 @@ def business() -> Dashboard:
                    Target(_ratio(f"rate(business_add_to_carts_total{{{MV}}}{RI})",
                                  f"rate(business_requests_served_total{{{MV}}}{RI})", "endpoint, model, version"),
                           "add-to-cart {{endpoint}} {{model}}/{{version}}"),
-                   Target(_ratio(f"rate(business_orders_total{{{MV}}}{RI})",
+                   Target(_ratio(f"rate(business_converted_requests_total{{{MV}}}{RI})",
                                  f"rate(business_requests_served_total{{{MV}}}{RI})", "endpoint, model, version"),
                           "conversion {{endpoint}} {{model}}/{{version}}"), min_value=0),
         timeseries("Revenue rate", "Revenue per second attributed to search and recommendation results, by "

@@ -9,8 +9,9 @@ payload is valid, so Alertmanager does not retry alerts that cannot be acted on 
 counted with outcome `error`).
 
 Token: `Authorization: Bearer <token>` as configured in Alertmanager's
-`http_config.authorization.credentials_file`; `admin.alerts_token_file`/`alerts_token_env`, else the
-admin token. Counted in `inference_alert_webhook_actions_total{action, outcome}`: action `rollback` or
+`http_config.authorization.credentials_file`; `admin.alerts_token_file`/`alerts_token_env`, its own
+token (never the admin token: without one the webhook is off, and the same token as admin's is a
+config error). Counted in `inference_alert_webhook_actions_total{action, outcome}`: action `rollback` or
 `ignored`; outcome `ok`, `noop`, `error`, `invalid`, `resolved`, `no_action`, `other_model`,
 `unauthorized`, `forbidden`.
 """
@@ -26,6 +27,7 @@ from inference_server.api.auth import BearerAuth, read_secret
 from inference_server.api.context import LIFECYCLE
 from inference_server.lifecycle.manager import ModelLifecycle
 from inference_server.api.context import CONFIG, REQUEST_CONTEXT, RouteSpec, add_route
+from inference_server.config import ConfigError
 from inference_server.errors import ApiError
 from inference_server.api.schemas import AlertmanagerPayload, read_json, validate_model
 
@@ -92,7 +94,11 @@ def add_alert_routes(app: web.Application) -> None:
     cfg: AdminConfig = app[CONFIG].admin
     token = read_secret(cfg.alerts_token_file, cfg.alerts_token_env, "admin.alerts_token_file")
     if token is None:
-        token = read_secret(cfg.token_file, cfg.token_env, "admin.token_file")
+        log.warning("no alerts token (admin.alerts_token_file or $%s): the rollback webhook POST /v1/alerts is off",
+                    cfg.alerts_token_env)
+    elif token == read_secret(cfg.token_file, cfg.token_env, "admin.token_file"):
+        raise ConfigError("admin.alerts_token_file", "the alerts token must differ from the admin token "
+                          "(Alertmanager must not be able to load, unload or inject faults)")
     app[ALERTS_AUTH] = BearerAuth(token, "inference-alerts")
     add_route(app, RouteSpec("POST", "/v1/alerts", receive_alerts, "alerts",
                              "Alertmanager webhook (payload v4): firing action=\"rollback\" alerts drain a version",

@@ -40,6 +40,7 @@ from inference_server.api.ops_routes import add_ops_routes
 from inference_server.serving.request_log import RequestLog
 from inference_server.serving.state import BackendFactory, ServingState
 from inference_server.api.middleware import observe_requests
+from inference_server.api.connections import CONNECTION_GUARD, ConnectionGuard, run_server
 from inference_server.api.schemas import request_models
 
 __all__ = ["INITIAL_LOAD", "ROUTE_GROUPS", "STARTUP_HOOKS", "create_app", "load_configured_model"]
@@ -127,9 +128,10 @@ def create_app(
     app[CONFIG] = config
     app[METRICS] = metrics
     app[SERVING_STATE] = state
-    app[REQUEST_LOG] = RequestLog(config.request_log)
+    app[REQUEST_LOG] = RequestLog(config.request_log, on_error=metrics.request_log_errors.inc)
     app[SCHEMAS] = request_models(config.server.limits)
     app[ROUTE_SPECS] = []
+    app[CONNECTION_GUARD] = ConnectionGuard(config.server)
     app[INITIAL_LOAD] = {"loader": initial_loader or load_configured_model}
     for add_group in ROUTE_GROUPS:
         add_group(app)
@@ -176,12 +178,7 @@ async def lifecycle_context(app: web.Application) -> AsyncIterator[None]:
 
 
 def serve(config: AppConfig) -> None:
-    """Run the server until SIGINT/SIGTERM (the CLI's last step)."""
-    web.run_app(
-        create_app(config),
-        host=config.server.host,
-        port=config.server.port,
-        access_log=logging.getLogger("aiohttp.access") if config.server.access_log else None,
-        print=lambda msg: logging.getLogger("inference_server").info(msg.strip()),
-        handle_signals=True,
-    )
+    """Run the server until SIGINT/SIGTERM, then drain (the CLI's last step)."""
+    app = create_app(config)
+    access_log = logging.getLogger("aiohttp.access") if config.server.access_log else None
+    asyncio.run(run_server(app, config, access_log=access_log))

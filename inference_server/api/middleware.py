@@ -22,11 +22,15 @@ from inference_server.api.context import (
     request_id_from,
     route_spec_for,
 )
+from inference_server.api.connections import CONNECTION_GUARD, ConnectionGuard
+from inference_server.api.schemas import BODY_TIMEOUT
 from inference_server.errors import INTERNAL_ERROR, REJECTION_REASONS, ApiError, error_body
 
 __all__ = ["observe_requests"]
 
 log = logging.getLogger(__name__)
+
+CLIENT_CLOSED = 499  # nginx's "client closed request": counted, never a 5xx
 
 _HTTP_CODES = {
     400: "validation",
@@ -73,17 +77,30 @@ async def observe_requests(request: web.Request, handler) -> web.StreamResponse:
         deadline=loop.time() + config.server.request_timeout_ms / 1000.0,
     )
     request[REQUEST_CONTEXT] = ctx
+    request[BODY_TIMEOUT] = config.server.body_timeout_s
+    guard = app[CONNECTION_GUARD]
     in_flight = metrics.in_flight.labels(endpoint)
     in_flight.inc()
+    guard.in_flight += 1
     try:
         try:
+            _admit(guard)
             response = await handler(request)
         except ApiError as exc:
             response, ctx.error_code = error_response(exc), exc.code
+            if exc.status == 408 or guard.draining:
+                response.force_close()
         except web.HTTPException as exc:
             response, ctx.error_code = _from_http_exception(exc, request)
         except asyncio.CancelledError:
             raise  # the client went away; nothing to answer
+        except ConnectionError:
+            # The client closed the connection mid-request (e.g. mid-body): its doing, not a 5xx.
+            log.info("client closed the connection during %s %s (request_id=%s)", request.method, request.path,
+                     ctx.request_id)
+            response = web.json_response(error_body("client_closed", "the client closed the connection"),
+                                         status=CLIENT_CLOSED)
+            ctx.error_code = "client_closed"
         except Exception:
             log.exception("unhandled error on %s %s (request_id=%s)", request.method, request.path, ctx.request_id)
             response = web.json_response(
@@ -92,6 +109,7 @@ async def observe_requests(request: web.Request, handler) -> web.StreamResponse:
             ctx.error_code = INTERNAL_ERROR
     finally:
         in_flight.dec()
+        guard.in_flight -= 1
     response.headers["X-Request-ID"] = ctx.request_id
     elapsed = time.perf_counter() - ctx.started
     status = response.status
@@ -118,6 +136,17 @@ async def observe_requests(request: web.Request, handler) -> web.StreamResponse:
             error=ctx.error_code,
         )
     return response
+
+
+def _admit(guard: ConnectionGuard) -> None:
+    """Refuse new work while shutting down or beyond `server.max_requests_in_flight`."""
+    if guard.draining:
+        raise ApiError(503, "not_ready", "the server is shutting down; retry on another instance",
+                       retry_after=guard.config.not_ready_retry_after_s)
+    if guard.in_flight > guard.config.max_requests_in_flight:
+        raise ApiError(503, "overloaded", f"the server is handling its maximum of "
+                       f"{guard.config.max_requests_in_flight} requests (server.max_requests_in_flight)",
+                       retry_after=guard.config.retry_after_s)
 
 
 def error_response(exc: ApiError) -> web.Response:

@@ -11,6 +11,7 @@ Also here: the strict JSON body reader (415/413/400 before validation even start
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ __all__ = [
     "RequestBody",
     "RequestModels",
     "TrafficRequest",
+    "BODY_TIMEOUT",
     "read_json",
     "read_json_body",
     "request_models",
@@ -157,14 +159,17 @@ class FeedbackEvent(RequestBody):
     position: Optional[Annotated[int, Field(ge=1)]] = Field(
         None, description="1-based position shown; checked against the answer")
     price: Optional[Annotated[float, Field(ge=0, allow_inf_nan=False)]] = Field(
-        None, description="purchase only: unit price")
+        None, description="purchase only: unit price; optional, must match the catalog price (revenue is "
+                           "always priced from the catalog)")
     currency: Optional[Annotated[str, Field(pattern=r"^[A-Z]{3}$")]] = Field(
         None, description="purchase only; default: the configured currency")
+    quantity: Optional[Annotated[int, Field(ge=1, le=1_000_000)]] = Field(
+        None, description="purchase only: units bought (default 1; at most feedback.max_quantity per shown product)")
 
     @model_validator(mode="after")
     def _price_on_purchase_only(self) -> "FeedbackEvent":
         if self.type != "purchase":
-            for name in ("price", "currency"):
+            for name in ("price", "currency", "quantity"):
                 if getattr(self, name) is not None:
                     raise invalid(name, f"{name} is only allowed on purchase events")
         return self
@@ -278,6 +283,10 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# Request key (set by the middleware): seconds the whole body may take to arrive.
+BODY_TIMEOUT = web.RequestKey("body_timeout_s", float)
+
+
 async def read_json(request: web.Request, max_body_bytes: int) -> Any:
     """The request body parsed as strict UTF-8 JSON, or an ApiError (413/415/400) saying why."""
     content_type = request.content_type
@@ -295,14 +304,20 @@ async def read_json(request: web.Request, max_body_bytes: int) -> Any:
         raise _too_large(max_body_bytes)
     chunks: list[bytes] = []
     size = 0
-    while True:
-        chunk = await request.content.read(65536)
-        if not chunk:
-            break
-        size += len(chunk)
-        if size > max_body_bytes:
-            raise _too_large(max_body_bytes)
-        chunks.append(chunk)
+    timeout = request.get(BODY_TIMEOUT)
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                chunk = await request.content.read(65536)
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > max_body_bytes:
+                    raise _too_large(max_body_bytes)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise ApiError(408, "timeout", f"the request body did not arrive within {timeout:g} s "
+                       f"(server.body_timeout_s; {size} bytes received)") from None
     body = b"".join(chunks)
     try:
         text = body.decode("utf-8")

@@ -8,6 +8,14 @@ ranking quality is final and NDCG@k from its click positions is observed. Event 
 a bounded, time-limited set, and ids of requests that left the window are remembered (bounded) so a
 late event gets `expired_request` rather than `unknown_request`.
 
+The counts steer canary rollbacks, so they are hard to forge (docs/lifecycle.md): an event must name a
+product shown in that answer (`not_shown`); a (request, product) pair counts at most one click and one
+add-to-cart (`repeat_click`, `repeat_add_to_cart`) and at most `max_quantity` units purchased
+(`quantity_exceeded`); revenue is the catalog price times the quantity, never the client's figure (a
+client price that disagrees is `price_mismatch`). So clicks <= impressions and converted requests <=
+served requests: CTR and conversion cannot exceed 1. `counts()` is the public, documented view of the
+per-version counters for other modules (the A/B statistics).
+
 Everything runs on the event loop thread: no locks, O(1) work per event.
 """
 from __future__ import annotations
@@ -26,6 +34,7 @@ from inference_server.errors import ApiError
 
 __all__ = [
     "EVENT_TYPES",
+    "FeedbackCounts",
     "FeedbackConfig",
     "FeedbackMetrics",
     "FeedbackResult",
@@ -38,6 +47,7 @@ __all__ = [
 CLICK_POSITION_BUCKETS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 15, 20, 50)
 RECIPROCAL_RANK_BUCKETS = (0.02, 0.05, 0.1, 0.2, 0.25, 1 / 3, 0.5, 1.0)
 NDCG_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
+PRICE_TOLERANCE = 0.005   # a client price within 0.5 % of the catalog's (after conversion) is consistent
 
 
 class FeedbackMetrics:
@@ -50,6 +60,7 @@ class FeedbackMetrics:
         self.clicks = Counter("business_clicks_total", "Click events joined to a served request.", ev, registry=registry)
         self.add_to_carts = Counter("business_add_to_carts_total", "Add-to-cart events joined to a served request.", ev, registry=registry)
         self.orders = Counter("business_orders_total", "Purchase events joined to a served request.", ev, registry=registry)
+        self.converted = Counter("business_converted_requests_total", "Served requests with at least one purchase (conversion = this / requests served).", ev, registry=registry)
         self.revenue = Counter("business_revenue_total", "Purchase value in the configured currency.", (*ev, "currency"), registry=registry)
         self.click_position = Histogram("business_click_position", "1-based position of clicked products.", ev,
                                         buckets=CLICK_POSITION_BUCKETS, registry=registry)
@@ -69,7 +80,8 @@ class FeedbackMetrics:
         if children is None:
             children = self._children[key] = _Children(
                 self.impressions.labels(*key), self.requests_served.labels(*key), self.clicks.labels(*key),
-                self.add_to_carts.labels(*key), self.orders.labels(*key), self.click_position.labels(*key),
+                self.add_to_carts.labels(*key), self.orders.labels(*key), self.converted.labels(*key),
+                self.click_position.labels(*key),
                 self.reciprocal_rank.labels(*key), self.request_ndcg.labels(*key))
         return children
 
@@ -88,9 +100,26 @@ class _Children:
     clicks: Any
     add_to_carts: Any
     orders: Any
+    converted: Any
     click_position: Any
     reciprocal_rank: Any
     request_ndcg: Any
+
+
+@dataclass(slots=True)
+class FeedbackCounts:
+    """Counts of one (endpoint, model, version) since start: the same numbers as the `business_*`
+    counters. Public interface (read by the A/B statistics): clicks <= impressions and
+    converted_requests <= requests_served by construction."""
+
+    impressions: int = 0
+    requests_served: int = 0
+    clicks: int = 0
+    add_to_carts: int = 0
+    orders: int = 0
+    units: int = 0
+    converted_requests: int = 0
+    revenue: float = 0.0
 
 
 @dataclass(slots=True)
@@ -104,6 +133,8 @@ class ServedRequest:
     k: int
     served_at: float                          # store clock (monotonic) at registration
     clicked: Optional[set[int]] = None        # distinct clicked positions, created on first click
+    carted: Optional[set[int]] = None         # positions added to the cart
+    bought: Optional[dict[int, int]] = None   # position -> units purchased
 
     def position_of(self, product_id: str) -> Optional[int]:
         try:
@@ -146,16 +177,31 @@ class FeedbackStore:
     """Bounded, time-limited join window of served requests plus the event join."""
 
     def __init__(self, config: FeedbackConfig, metrics: FeedbackMetrics,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 price_of: Callable[[str], Optional[float]] = lambda product_id: None) -> None:
         self.config = config
         self.metrics = metrics
         self._clock = clock
+        self._price_of = price_of      # catalog unit price in `config.currency` (None: unpriced)
+        self._counts: dict[tuple[str, str, str], FeedbackCounts] = {}
         self._requests: OrderedDict[str, ServedRequest] = OrderedDict()   # insertion = expiry order
         self._event_ids: OrderedDict[str, float] = OrderedDict()          # event id -> seen at
         self._expired: OrderedDict[str, None] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._requests)
+
+    def counts(self) -> dict[tuple[str, str, str], FeedbackCounts]:
+        """A copy of the counts per (endpoint, model, version), e.g. for per-version A/B statistics."""
+        return {key: FeedbackCounts(**{f: getattr(c, f) for f in FeedbackCounts.__slots__})
+                for key, c in self._counts.items()}
+
+    def _count(self, endpoint: str, model: str, version: str) -> FeedbackCounts:
+        key = (endpoint, model, version)
+        counts = self._counts.get(key)
+        if counts is None:
+            counts = self._counts[key] = FeedbackCounts()
+        return counts
 
     # ---- served requests -----------------------------------------------------------------------
     def register(self, request_id: str, endpoint: str, model: str, version: str,
@@ -174,8 +220,11 @@ class FeedbackStore:
                                                    min(int(k), self.config.max_positions), now)
         series = self.metrics.of(endpoint, model, version)
         series.requests_served.inc()
+        counts = self._count(endpoint, model, version)
+        counts.requests_served += 1
         if shown:
             series.impressions.inc(shown)
+            counts.impressions += shown
         self.metrics.store_requests.set(len(self._requests))
 
     def sweep(self) -> int:
@@ -256,20 +305,48 @@ class FeedbackStore:
                 raise EventRejected("expired_request", f"request {rid} left the {self.config.ttl_s:g} s join window", "request_id")
             raise EventRejected("unknown_request", f"request {rid} was not served by this server (or is too old to remember)", "request_id")
         position = self._position(event, req)
-        value = self._revenue(event) if event["type"] == "purchase" else None
+        kind = event["type"]
+        if kind == "click" and req.clicked and position in req.clicked:
+            raise EventRejected("repeat_click", f"product {event['product_id']} of request {rid} was already "
+                                "clicked; one click per shown product counts", "product_id")
+        if kind == "add_to_cart" and req.carted and position in req.carted:
+            raise EventRejected("repeat_add_to_cart", f"product {event['product_id']} of request {rid} was already "
+                                "added to the cart; one add-to-cart per shown product counts", "product_id")
+        units = event.get("quantity") or 1
+        if kind == "purchase":
+            bought = (req.bought or {}).get(position, 0)
+            if bought + units > self.config.max_quantity:
+                raise EventRejected("quantity_exceeded", f"{bought} + {units} units of product {event['product_id']} "
+                                    f"bought from request {rid} is over feedback.max_quantity "
+                                    f"({self.config.max_quantity})", "quantity")
+            value = self._revenue(event, units)
         series = self.metrics.of(req.endpoint, req.model, req.version)
-        if event["type"] == "click":
+        counts = self._count(req.endpoint, req.model, req.version)
+        if kind == "click":
             series.clicks.inc()
+            counts.clicks += 1
             series.click_position.observe(position)
             series.reciprocal_rank.observe(1.0 / position)
             if req.clicked is None:
                 req.clicked = set()
             req.clicked.add(position)
-        elif event["type"] == "add_to_cart":
+        elif kind == "add_to_cart":
             series.add_to_carts.inc()
+            counts.add_to_carts += 1
+            if req.carted is None:
+                req.carted = set()
+            req.carted.add(position)
         else:
             series.orders.inc()
+            counts.orders += 1
+            counts.units += units
+            if not req.bought:
+                req.bought = {}
+                series.converted.inc()
+                counts.converted_requests += 1
+            req.bought[position] = req.bought.get(position, 0) + units
             if value:
+                counts.revenue += value
                 self.metrics.revenue.labels(req.endpoint, req.model, req.version, self.config.currency).inc(value)
         self._event_ids[event_id] = now
         while len(self._event_ids) > self.config.max_event_ids:
@@ -286,33 +363,40 @@ class FeedbackStore:
         except ApiError as exc:
             raise EventRejected("validation", exc.message, exc.field) from None
 
-    def _position(self, event: Mapping[str, Any], req: ServedRequest) -> Optional[int]:
-        """The 1-based position of the event's product in the answer (required for clicks)."""
+    def _position(self, event: Mapping[str, Any], req: ServedRequest) -> int:
+        """The 1-based position of the event's product in the answer (every event needs one)."""
         shown_at = req.position_of(event["product_id"])
         given = event.get("position")
         if given is not None and shown_at is not None and given != shown_at:
             raise EventRejected("validation", f"position {given} does not match product {event['product_id']} shown at position {shown_at}", "position")
         if given is not None and shown_at is None:
             raise EventRejected("validation", f"product {event['product_id']} was not shown at position {given}", "position")
-        if event["type"] == "click" and shown_at is None:
+        if shown_at is None:
             limit = self.config.max_positions
             where = (f"the first {limit} results (feedback.max_positions)" if len(req.product_ids) >= limit
                      else "the request's results")
-            raise EventRejected("validation", f"clicked product {event['product_id']} was not among {where}", "product_id")
+            raise EventRejected("not_shown", f"{event['type']} product {event['product_id']} was not among {where}",
+                                "product_id")
         return shown_at
 
-    def _revenue(self, event: Mapping[str, Any]) -> Optional[float]:
+    def _revenue(self, event: Mapping[str, Any], units: int) -> Optional[float]:
+        """Catalog price x units; a client price, when given, only has to agree with the catalog's."""
+        catalog_price = self._price_of(event["product_id"])
         price = event.get("price")
         if price is None:
             if event.get("currency") is not None:
                 raise EventRejected("validation", "currency given without price", "currency")
-            return None
-        currency = event.get("currency") or self.config.currency
-        if currency == self.config.currency:
-            return float(price)
-        rate = self.config.rates.get(currency)
-        if rate is None:
-            accepted = ", ".join([self.config.currency, *sorted(self.config.rates)])
-            raise EventRejected("validation", f"currency {currency} is not accepted (accepted: {accepted}); "
-                                "add a rate under feedback.rates to convert it", "currency")
-        return float(price) * rate
+        else:
+            currency = event.get("currency") or self.config.currency
+            rate = 1.0 if currency == self.config.currency else self.config.rates.get(currency)
+            if rate is None:
+                accepted = ", ".join([self.config.currency, *sorted(self.config.rates)])
+                raise EventRejected("validation", f"currency {currency} is not accepted (accepted: {accepted}); "
+                                    "add a rate under feedback.rates to convert it", "currency")
+            claimed = float(price) * rate
+            if catalog_price is None or not math.isclose(claimed, catalog_price, rel_tol=PRICE_TOLERANCE, abs_tol=0.01):
+                listed = "has no catalog price" if catalog_price is None else \
+                    f"costs {catalog_price:.2f} {self.config.currency} in the catalog"
+                raise EventRejected("price_mismatch", f"price {price} {currency} does not match: product "
+                                    f"{event['product_id']} {listed}; revenue comes from the catalog", "price")
+        return None if catalog_price is None else catalog_price * units

@@ -151,7 +151,7 @@ class ModelLifecycle:
         self.repository = ModelRepository.from_config(self.repo_config)
         self.metrics = LifecycleMetrics(registry)
         self.health_metrics = HealthMetrics(registry)
-        self.feedback = FeedbackStore(config.feedback, FeedbackMetrics(registry))
+        self.feedback = FeedbackStore(config.feedback, FeedbackMetrics(registry), price_of=self._catalog_price)
         self.faults = FaultInjector(FaultMetrics(registry))
         self.router = TrafficRouter(self.model, Split.of({"1": 1.0}), history_size=self.traffic_config.history_size)
         store_cfg = self.traffic_config.store
@@ -168,6 +168,11 @@ class ModelLifecycle:
         registry.register(DriftCollector(lambda: list(self.drift.values())))
         state.router = self.route
         state.response_observers.append(self.on_served)
+
+    def _catalog_price(self, product_id: str) -> Optional[float]:
+        """Unit price of a catalog product (revenue is priced from the catalog, never from the client)."""
+        product = self.state.catalog.get(product_id) if self.state.catalog is not None else None
+        return product.price if product is not None else None
 
     # ---- views ---------------------------------------------------------------------------------
     def loaded(self) -> dict[str, ModelVersion]:

@@ -293,7 +293,7 @@ class ModelRepository:
             raise RepositoryError(f"model {name} version {version}: {file} does not exist")
         try:
             raw = yaml.safe_load(file.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:  # unreadable, not UTF-8, bad YAML
             raise RepositoryError(f"{file}: cannot read YAML: {exc}") from exc
         try:
             config = parse_section(VersionConfig, raw)

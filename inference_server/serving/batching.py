@@ -29,7 +29,8 @@ from inference_server.config import BatchingConfig
 from inference_server.models.backend import EncoderBackend, usable_cpu_count
 
 from inference_server.errors import ApiError
-from inference_server.serving.metrics import ServerMetrics
+from inference_server.serving.admission import AdmissionController, Overloaded
+from inference_server.serving.metrics import SHED_REASONS, ServerMetrics
 
 __all__ = ["DynamicBatcher", "EncodeResult", "Searcher", "resolve_instances"]
 
@@ -114,10 +115,17 @@ class DynamicBatcher:
             reason: metrics.model_errors.labels(model, version, reason)
             for reason in ("exception", "non_finite_output", "timeout")
         }
+        self._admitted = metrics.admitted.labels(model, version)
+        self._shed = {reason: metrics.shed.labels(model, version, reason) for reason in SHED_REASONS}
+        self._predicted_wait = metrics.predicted_wait.labels(model, version)
+        self._wasted = metrics.wasted_compute.labels(model, version)
         self._pending: collections.deque[_Text] = collections.deque()
         self._wakeup = asyncio.Event()
         self.instances = resolve_instances(config, backend)
         backend.configure_parallelism(self.instances)
+        self.admission = AdmissionController(
+            config.admission, instances=self.instances, retry_after_s=retry_after_s,
+            window_size=config.effective_batch_size * (config.window_batches if config.enabled else 1))
         self._executor = ThreadPoolExecutor(max_workers=self.instances,
                                             thread_name_prefix=f"encode-{model}-{version}")
         self._free = self.instances          # instances not running a window
@@ -183,11 +191,21 @@ class DynamicBatcher:
             raise ApiError(504, "deadline_exceeded", "request deadline passed before its encoding was queued",
                            retry_after=self.retry_after_s)
         if len(texts) > self.capacity:
+            self._shed["queue_full"].inc()
             raise ApiError(429, "queue_full", f"request has {len(texts)} texts to encode, more than the queue "
                            f"capacity of {self.capacity}", retry_after=self.retry_after_s)
         if self.depth + len(texts) > self.capacity:
+            self._shed["queue_full"].inc()
             raise ApiError(429, "queue_full", f"batch queue is full ({self.depth}/{self.capacity} texts waiting)",
                            retry_after=self.retry_after_s)
+        try:
+            wait = self.admission.admit(len(texts), self.depth, now, deadline)
+        except Overloaded as exc:
+            self._shed[exc.reason].inc()
+            raise
+        self._admitted.inc()
+        if wait is not None:
+            self._predicted_wait.observe(wait)
         job = _Job(texts=texts, deadline=deadline, request_id=request_id, enqueued=now,
                    future=loop.create_future(), remaining=len(texts), top_k=top_k)
         job.vectors = np.empty((len(texts), self.backend.dim), dtype=np.float32)
@@ -289,6 +307,7 @@ class DynamicBatcher:
 
     def _take_window(self, size: int, now: float) -> list[_Text]:
         window: list[_Text] = []
+        expected = min(size, len(self._pending))   # texts in this window, for the too-late check
         while self._pending and len(window) < size:
             text = self._pending.popleft()
             job = text.job
@@ -299,6 +318,13 @@ class DynamicBatcher:
                                   f"request waited {(now - job.enqueued) * 1000:.0f} ms in the batch queue, "
                                   f"past its deadline of {(job.deadline - job.enqueued) * 1000:.0f} ms",
                                   retry_after=self.retry_after_s))
+                continue
+            if not job.started and self.admission.too_late(expected, now, job.deadline):
+                self._shed["late"].inc()
+                job.fail(Overloaded("late", f"server overloaded: {(job.deadline - now) * 1000:.0f} ms left of the "
+                                    "request's deadline, less than the expected compute of its batch",
+                                    self.retry_after_s))
+                self._drop(job)
                 continue
             job.started = True
             window.append(text)
@@ -311,6 +337,7 @@ class DynamicBatcher:
         for text in window:
             job = text.job
             job.queue_seconds = max(job.queue_seconds, started - job.enqueued)
+        token = self.admission.window_started(len(window), started)
         try:
             outcome = await loop.run_in_executor(
                 self._executor, _encode_window, self.backend, [t.job.texts[t.index] for t in window],
@@ -321,6 +348,8 @@ class DynamicBatcher:
             self._errors["exception"].inc()
             self._fail(window, _model_error(f"model raised {type(exc).__name__}", self.retry_after_s))
             return
+        finally:
+            self.admission.window_finished(token, len(window), loop.time() - started)
         lengths, batches = outcome
         for batch_no, (order, vectors, seconds, error, hits) in enumerate(batches):
             members = [window[i] for i in order]
@@ -335,6 +364,7 @@ class DynamicBatcher:
             for row, text in enumerate(members):
                 job = text.job
                 if job.future.done():
+                    self._wasted.inc(seconds / len(members))
                     continue
                 job.vectors[text.index] = vectors[row]
                 if row in hits:

@@ -37,6 +37,7 @@ LATENCY_BUCKETS = (
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 TOKEN_BUCKETS = (2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 256, 512)
 MODEL_ERROR_REASONS = ("exception", "non_finite_output", "timeout")
+SHED_REASONS = ("queue_full", "deadline", "queue_time", "late")  # serving.admission.SHED_REASONS
 
 
 class ServerMetrics:
@@ -107,6 +108,41 @@ class ServerMetrics:
             ["model", "version", "reason"],
             registry=r,
         )
+        self.admitted = Counter(
+            "inference_admission_admitted_total",
+            "Requests whose encoding work the batch queue admitted.",
+            ["model", "version"],
+            registry=r,
+        )
+        self.shed = Counter(
+            "inference_admission_shed_total",
+            "Requests shed by admission control (429/503 with Retry-After), by reason.",
+            ["model", "version", "reason"],
+            registry=r,
+        )
+        self.predicted_wait = Histogram(
+            "inference_admission_predicted_wait_seconds",
+            "Queue wait predicted from the measured service rate when a request arrives.",
+            ["model", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.wasted_compute = Counter(
+            "inference_wasted_compute_seconds_total",
+            "Model compute spent on texts whose request had already failed (deadline passed, client gone).",
+            ["model", "version"],
+            registry=r,
+        )
+        self.request_log_errors = Counter(
+            "inference_request_log_errors_total",
+            "Request-log records that could not be written (e.g. the file became unwritable).",
+            registry=r,
+        )
+        self.connections_refused = Counter(
+            "inference_connections_refused_total",
+            "Connections answered with a canned 503 because server.max_connections were open.",
+            registry=r,
+        )
         for endpoint in ENDPOINTS:
             self.in_flight.labels(endpoint)
 
@@ -114,6 +150,8 @@ class ServerMetrics:
         """Create a version's zero-valued error series so rate() works before the first error."""
         for reason in MODEL_ERROR_REASONS:
             self.model_errors.labels(model, version, reason)
+        for reason in SHED_REASONS:
+            self.shed.labels(model, version, reason)
 
 
 class ServingStateCollector(Collector):

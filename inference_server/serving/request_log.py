@@ -16,9 +16,11 @@ import logging.handlers
 import os
 import queue
 import secrets
+import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from inference_server.config import ConfigError, RequestLogConfig
 
@@ -46,10 +48,40 @@ def load_salt(config: RequestLogConfig) -> bytes:
     return secrets.token_bytes(32)
 
 
+WARN_INTERVAL_S = 60.0  # at most one warning per minute about failing writes
+
+
+class _CountingFileHandler(logging.handlers.RotatingFileHandler):
+    """A failed write (disk full, file made unwritable) is counted and warned about once a minute,
+    instead of a traceback on stderr for every record."""
+
+    def __init__(self, *args, on_error: Optional[Callable[[], None]] = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._on_error = on_error
+        self._warned_at = -WARN_INTERVAL_S
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except OSError:   # the final flush failed too: counted like any other lost write
+            self.handleError(None)
+
+    def handleError(self, record: Optional[logging.LogRecord]) -> None:  # noqa: N802 - logging's name
+        if self._on_error is not None:
+            self._on_error()
+        now = time.monotonic()
+        if now - self._warned_at >= WARN_INTERVAL_S:
+            self._warned_at = now
+            exc = sys.exc_info()[1]
+            log.warning("request log %s: write failed (%s); records are being lost (counted in "
+                        "inference_request_log_errors_total)", self.baseFilename, exc)
+
+
 class RequestLog:
     """Writes request records as JSON lines; `close()` flushes and stops the writer thread."""
 
-    def __init__(self, config: RequestLogConfig, salt: Optional[bytes] = None) -> None:
+    def __init__(self, config: RequestLogConfig, salt: Optional[bytes] = None,
+                 on_error: Optional[Callable[[], None]] = None) -> None:
         self.config = config
         self._salt = salt if salt is not None else load_salt(config)
         self._logger = logging.getLogger(f"inference_server.request_log.{id(self)}")
@@ -58,10 +90,13 @@ class RequestLog:
         self._listener: Optional[logging.handlers.QueueListener] = None
         if config.enabled:
             path = Path(config.path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            file_handler = logging.handlers.RotatingFileHandler(
-                path, maxBytes=config.max_bytes, backupCount=config.backups, encoding="utf-8"
-            )
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                file_handler = _CountingFileHandler(
+                    path, maxBytes=config.max_bytes, backupCount=config.backups, encoding="utf-8", on_error=on_error
+                )
+            except OSError as exc:
+                raise ConfigError("request_log.path", f"cannot write {config.path!r}: {exc.strerror or exc}") from None
             file_handler.setFormatter(logging.Formatter("%(message)s"))
             # The request path only enqueues the raw values; the writer thread builds the record,
             # hashes the user id and encodes the JSON (measured: ~15 % of the event loop's busy time

@@ -18,7 +18,7 @@ from tests.support.binaries import require_binary
 
 LOCAL = bundle.ALERTMANAGER_DIR / "alertmanager.yml"
 DOCKER = bundle.ALERTMANAGER_DIR / "alertmanager.docker.yml"
-SECRET_NAMES = {"slack_webhook_url", "smtp_password", "admin_token"}
+SECRET_NAMES = {"slack_webhook_url", "smtp_password", "alerts_token"}
 
 
 def amtool(*args: str) -> subprocess.CompletedProcess:
@@ -119,7 +119,7 @@ def _render_config(tmp_path, *, slack_url: str, smarthost: str, webhook_url: str
     secrets = tmp_path / "secrets"
     secrets.mkdir()
     (secrets / "slack_webhook_url").write_text(slack_url + "\n")
-    (secrets / "admin_token").write_text(token + "\n")
+    (secrets / "alerts_token").write_text(token + "\n")
     (secrets / "smtp_password").write_text("unused\n")
     text = LOCAL.read_text().replace("../secrets/", f"{secrets}/")
     text = text.replace("127.0.0.1:1025", smarthost).replace("http://127.0.0.1:8000/v1/alerts", webhook_url)
@@ -155,7 +155,7 @@ def _annotations(name: str) -> dict:
 def live_alertmanager(tmp_path):
     slack, webhook = start_http_sink(), start_http_sink()
     smtp = start_smtp_sink(free_port())
-    token = "test-admin-token"
+    token = "test-alerts-token"
     config = _render_config(tmp_path, slack_url=f"{slack.url}/slack", smarthost=smtp.smarthost,
                             webhook_url=f"{webhook.url}/v1/alerts", token=token)
     try:

@@ -37,6 +37,8 @@ server_support = pytest.importorskip("devstack.components", reason="serving-core
 pytestmark = pytest.mark.slow
 
 ADMIN_TOKEN = "bundle-live-test-token"
+ALERTS_TOKEN = "bundle-live-alerts-token"
+FEEDBACK_TOKEN = "bundle-live-feedback-token"
 RATE_INTERVAL = "10s"  # what Grafana's $__rate_interval is with a 1 s scrape (4 scrapes), with slack
 RANGE = "10m"
 
@@ -106,7 +108,7 @@ def _alertmanager_config(tmp_path: Path, slack_url: str, server_url: str) -> str
     secrets = tmp_path / "secrets"
     secrets.mkdir(parents=True, exist_ok=True)
     (secrets / "slack_webhook_url").write_text(slack_url)
-    (secrets / "admin_token").write_text(ADMIN_TOKEN)
+    (secrets / "alerts_token").write_text(ALERTS_TOKEN)
     (secrets / "smtp_password").write_text("unused")
     text = (bundle.ALERTMANAGER_DIR / "alertmanager.yml").read_text()
     text = text.replace("../secrets/", f"{secrets}/").replace("http://127.0.0.1:8000", server_url)
@@ -139,8 +141,7 @@ class Shopper:
                                 "product_id": top["id"], "position": top["position"]})
         if len(self.events) % 3 == 0:
             self.events.append({"request_id": rid, "event_id": uuid.uuid4().hex, "type": "purchase",
-                                "product_id": top["id"], "position": top["position"], "price": 19.99,
-                                "currency": "USD"})
+                                "product_id": top["id"], "position": top["position"]})   # priced from the catalog
 
     def shop(self, i: int, allowed: tuple[int, ...] = (200,)) -> None:
         """One shopper visit: a search, a re-rank of its results and recommendations from them."""
@@ -163,7 +164,8 @@ class Shopper:
     def send_feedback(self) -> None:
         events, self.events = self.events, []
         for start in range(0, len(events), 100):
-            status, body = _request(f"{self.url}/v1/feedback", {"events": events[start:start + 100]})
+            status, body = _request(f"{self.url}/v1/feedback", {"events": events[start:start + 100]},
+                                    token=FEEDBACK_TOKEN)
             assert status == 200, body
 
     def bad_requests(self) -> None:
@@ -171,7 +173,7 @@ class Shopper:
         assert _request(f"{self.url}/v1/search", {"query": "drill", "k": 0})[0] == 400
         assert _request(f"{self.url}/v1/recommend", {"history": ["NO-SUCH-PRODUCT"], "k": 5})[0] in (400, 404, 422)
         assert _request(f"{self.url}/v1/feedback", {"request_id": "unknown", "event_id": "e1", "type": "click",
-                                                   "product_id": "x"})[0] in (200, 400, 404)
+                                                   "product_id": "x"}, token=FEEDBACK_TOKEN)[0] in (200, 400, 404)
 
     def burst(self, n: int) -> list[int]:
         """n concurrent searches with long queries: more texts than a small queue holds -> some 429s."""
@@ -203,7 +205,8 @@ def live(tmp_path_factory):
                 }
                 server = server_support.start_inference_server(
                     tmp / "server", overrides, port=ports["server"], timeout=150,
-                    env={"INFERENCE_ADMIN_TOKEN": ADMIN_TOKEN})
+                    env={"INFERENCE_ADMIN_TOKEN": ADMIN_TOKEN, "INFERENCE_ALERTS_TOKEN": ALERTS_TOKEN,
+                         "INFERENCE_FEEDBACK_TOKEN": FEEDBACK_TOKEN})
                 with running(server):
                     _drive(server.url)
                     _wait_for_rule_data(prom)
@@ -245,7 +248,7 @@ def _drive(url: str) -> None:
         "commonAnnotations": {}, "externalURL": "http://127.0.0.1:9093", "groupKey": "{}:{}", "truncatedAlerts": 0,
         "alerts": [{"status": "firing", "labels": {"alertname": "Test"}, "annotations": {},
                     "startsAt": "2026-01-01T00:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
-                    "generatorURL": "", "fingerprint": "0"}]}, token=ADMIN_TOKEN)
+                    "generatorURL": "", "fingerprint": "0"}]}, token=ALERTS_TOKEN)
     assert status == 200, body
     # keep traffic flowing while the rules catch up: rates need two scrapes of every counter
     for i in range(20):

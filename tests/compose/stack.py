@@ -186,7 +186,9 @@ def render_run_dir(path: Path) -> RunDir:
     _write_yaml(path / "config" / "exporter.yaml", exporter)
 
     token = pysecrets.token_urlsafe(32)
-    secret_values = {"admin_token": token, "slack_webhook_url": "http://alert-sinks:8025/slack/alerts",
+    secret_values = {"admin_token": token, "alerts_token": pysecrets.token_urlsafe(32),
+                     "feedback_token": pysecrets.token_urlsafe(32),
+                     "slack_webhook_url": "http://alert-sinks:8025/slack/alerts",
                      "smtp_password": "test-mail-sink"}
     (path / "secrets").mkdir(exist_ok=True)
     for name, value in secret_values.items():

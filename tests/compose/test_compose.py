@@ -112,7 +112,7 @@ def test_profiles_cpu_default_gpu_reserved(raw, resolved):
 def test_secrets_are_files_under_secrets_dir_and_documented(resolved):
     readme = (REPO_ROOT / "secrets" / "README.md").read_text()
     declared = resolved["secrets"]
-    assert set(declared) == {"admin_token", "slack_webhook_url", "smtp_password"}
+    assert set(declared) == {"admin_token", "alerts_token", "feedback_token", "slack_webhook_url", "smtp_password"}
     for name, spec in declared.items():
         assert Path(spec["file"]).resolve() == (REPO_ROOT / "secrets" / name).resolve()
         assert f"`{name}`" in readme

@@ -59,7 +59,8 @@ def test_alertmanager_render_secrets_hosts_heartbeat_and_timing(tmp_path):
     receivers = {r["name"]: r for r in cfg["receivers"]}
     hook = receivers["rollback"]["webhook_configs"][0]
     assert hook["url"] == "http://127.0.0.1:18000/v1/alerts"
-    assert hook["http_config"]["authorization"]["credentials_file"] == str(secrets["admin_token"])
+    assert hook["http_config"]["authorization"]["credentials_file"] == str(secrets["alerts_token"])
+    assert len({secrets[n].read_text() for n in ("admin_token", "alerts_token", "feedback_token")}) == 3
     assert receivers["heartbeat"]["webhook_configs"] == [{"url": "http://127.0.0.1:18025/webhook/watchdog",
                                                            "send_resolved": False}]
     assert all(os.path.isabs(t) for t in cfg["templates"])

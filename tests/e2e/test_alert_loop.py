@@ -125,7 +125,8 @@ def _start_process(argv: list[str], workdir: Path, name: str, ready_url: str, ti
 
 def server_overrides(wd: Path, secrets: dict[str, Path]) -> dict[str, Any]:
     """The test server (small synthetic catalog) with the admin token and version 1 taking all traffic."""
-    return {"admin": {"token_file": str(secrets["admin_token"])},
+    return {"admin": {"token_file": str(secrets["admin_token"]), "alerts_token_file": str(secrets["alerts_token"])},
+            "feedback": {"token_file": str(secrets["feedback_token"])},
             "model_repository": {"state_dir": str(wd / "server" / "model-repository")},
             "traffic": {"weights": {"1": 100}}}
 
@@ -160,7 +161,8 @@ def stack(tmp_path_factory) -> Stack:
         started.append(server)
         loadgen_cfg = wd / "loadgen.yaml"
         loadgen_cfg.write_text(yaml.safe_dump({
-            "target": {"url": server.url, "admin_token_file": str(secrets["admin_token"]), "timeout_s": 10},
+            "target": {"url": server.url, "admin_token_file": str(secrets["admin_token"]),
+                       "feedback_token_file": str(secrets["feedback_token"]), "timeout_s": 10},
             "rate": {"requests_per_second": 8, "daily_amplitude": 0.0, "max_concurrency": 64},
             "relevance": {"server_config": str(server.extra["config_path"])},
             "report_interval_s": 5, "listen": f"127.0.0.1:{ports.loadgen}", "seed": 11,

@@ -29,6 +29,8 @@ from inference_server.api.context import METRICS, SERVING_STATE  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ADMIN_TOKEN = "test-admin-token-0123456789"
+ALERTS_TOKEN = "test-alerts-token-0123456789"
+FEEDBACK_TOKEN = "test-feedback-token-0123456789"
 
 
 class SharedBackend(EncoderBackend):
@@ -94,7 +96,10 @@ def lifecycle_dirs(tmp_path_factory, shared_model) -> dict[str, Path]:
         "degrade: {embedding_noise: 2.0, seed: 2}\ndescription: outputs changed after registration\n")
     token = base / "admin_token"
     token.write_text(ADMIN_TOKEN + "\n")
-    return {"root": root, "state": base / "state", "cache": base / "embeddings", "token": token, "base": base}
+    (base / "alerts_token").write_text(ALERTS_TOKEN + "\n")
+    (base / "feedback_token").write_text(FEEDBACK_TOKEN + "\n")
+    return {"root": root, "state": base / "state", "cache": base / "embeddings", "token": token, "base": base,
+            "alerts_token": base / "alerts_token", "feedback_token": base / "feedback_token"}
 
 
 @pytest.fixture
@@ -110,9 +115,10 @@ def lifecycle_config(tmp_path, lifecycle_dirs):
             "model_repository": {"root": str(lifecycle_dirs["root"]), "state_dir": str(lifecycle_dirs["state"]),
                                  "golden_queries": 8, "drift_reference_queries": 30},
             "health": {"interval_s": 0},
-            "feedback": {"sweep_interval_s": 0.05},
+            "feedback": {"sweep_interval_s": 0.05, "token_file": str(lifecycle_dirs["feedback_token"])},
             "drift": {"min_samples": 5, "window_size": 200},
-            "admin": {"token_file": str(lifecycle_dirs["token"])},
+            "admin": {"token_file": str(lifecycle_dirs["token"]),
+                      "alerts_token_file": str(lifecycle_dirs["alerts_token"])},
         }
         for name, values in sections.items():
             raw.setdefault(name, {}).update(values)
@@ -141,6 +147,8 @@ def lifecycle_client(aiohttp_client, shared_model, lifecycle_config):
         client.state = state
         client.registry = app[METRICS].registry
         client.auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        client.alerts_auth = {"Authorization": f"Bearer {ALERTS_TOKEN}"}
+        client.feedback_auth = {"Authorization": f"Bearer {FEEDBACK_TOKEN}"}
         return client
 
     return start

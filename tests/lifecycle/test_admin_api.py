@@ -110,7 +110,7 @@ BAD = [
 async def test_bad_input_on_new_routes_is_a_4xx_json_error(lifecycle_client):
     client = await lifecycle_client()
     for method, path, body, ctype, status, code in BAD:
-        headers = dict(client.auth)
+        headers = dict({"/v1/feedback": client.feedback_auth, "/v1/alerts": client.alerts_auth}.get(path, client.auth))
         if ctype:
             headers["Content-Type"] = ctype
         resp = await client.request(method, path, data=body, headers=headers)
@@ -148,7 +148,8 @@ async def test_promtool_check_metrics_is_clean_with_lifecycle_metrics(lifecycle_
     served = await (await client.post("/v1/search", json={"query": "drill", "k": 3},
                                       headers={"X-Request-ID": "r-1"})).json()
     await client.post("/v1/feedback", json={"request_id": "r-1", "event_id": "e-1", "type": "purchase",
-                                            "product_id": served["results"][0]["id"], "price": 9.5})
+                                            "product_id": served["results"][0]["id"]},
+                      headers=client.feedback_auth)
     await client.post("/v1/admin/faults", json={"latency_ms": 1, "duration_s": 5}, headers=client.auth)
     await client.post("/v1/search", json={"query": "hammer"})
     text = await (await client.get("/metrics")).text()
@@ -158,3 +159,18 @@ async def test_promtool_check_metrics_is_clean_with_lifecycle_metrics(lifecycle_
         assert name in text, name
     out = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and out.stdout == "" and out.stderr == "", out.stdout + out.stderr
+
+
+async def test_model_yaml_that_is_not_utf8_is_a_422_naming_the_file_and_the_list_keeps_working(lifecycle_client,
+                                                                                                lifecycle_dirs):
+    bad = lifecycle_dirs["root"] / "minilm" / "7"
+    bad.mkdir(parents=True)
+    (bad / "model.yaml").write_bytes(b"description: caf\xe9 \xff\xfe\n")
+    client = await lifecycle_client()
+    resp = await client.post("/v1/admin/models/minilm/versions/7/load", headers=client.auth)
+    error = (await resp.json())["error"]
+    assert resp.status == 422 and str(bad / "model.yaml") in error["message"], error
+    listing = await client.get("/v1/admin/models", headers=client.auth)
+    assert listing.status == 200
+    entry = next(v for v in (await listing.json())["versions"] if v["version"] == "7")
+    assert "model.yaml" in entry["config_error"]

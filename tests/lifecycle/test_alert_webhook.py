@@ -42,19 +42,19 @@ async def _canary(client) -> None:
 async def test_webhook_rollback_is_idempotent_and_ignores_resolved_and_other_alerts(lifecycle_client):
     client = await lifecycle_client()
     await _canary(client)
-    resolved = await client.post("/v1/alerts", json=payload("resolved", ROLLBACK), headers=client.auth)
+    resolved = await client.post("/v1/alerts", json=payload("resolved", ROLLBACK), headers=client.alerts_auth)
     assert resolved.status == 200 and (await resolved.json())["results"][0]["outcome"] == "resolved"
     other = await client.post("/v1/alerts", json=payload("firing", {"alertname": "HighLatency", "severity": "page"}),
-                              headers=client.auth)
+                              headers=client.alerts_auth)
     result = (await other.json())["results"][0]
     assert (result["action"], result["outcome"]) == ("ignored", "no_action")
     assert client.lifecycle.router.split.weight("2") == 0.2
-    first = await (await client.post("/v1/alerts", json=payload("firing", ROLLBACK), headers=client.auth)).json()
+    first = await (await client.post("/v1/alerts", json=payload("firing", ROLLBACK), headers=client.alerts_auth)).json()
     assert first["results"][0]["outcome"] == "ok" and first["traffic"]["weights"] == {"1": 100.0}
-    again = await (await client.post("/v1/alerts", json=payload("firing", ROLLBACK), headers=client.auth)).json()
+    again = await (await client.post("/v1/alerts", json=payload("firing", ROLLBACK), headers=client.alerts_auth)).json()
     assert again["results"][0]["outcome"] == "noop" and again["traffic"]["weights"] == {"1": 100.0}
     missing = await (await client.post("/v1/alerts", json=payload("firing", {**ROLLBACK, "version": ""}),
-                                       headers=client.auth)).json()
+                                       headers=client.alerts_auth)).json()
     assert missing["results"][0]["outcome"] == "invalid"
     assert sample(client.registry, "inference_alert_webhook_actions_total", action="rollback", outcome="ok") == 1
     assert sample(client.registry, "inference_alert_webhook_actions_total", action="rollback", outcome="noop") == 1
@@ -71,7 +71,7 @@ async def test_real_alertmanager_rolls_back_the_canary(lifecycle_client, lifecyc
                   "group_interval": "1s", "repeat_interval": "1h"},
         "receivers": [{"name": "rollback", "webhook_configs": [{
             "url": f"http://127.0.0.1:{client.server.port}/v1/alerts", "send_resolved": True,
-            "http_config": {"authorization": {"type": "Bearer", "credentials_file": str(lifecycle_dirs["token"])}},
+            "http_config": {"authorization": {"type": "Bearer", "credentials_file": str(lifecycle_dirs["alerts_token"])}},
         }]}],
     }
     am = start_alertmanager(tmp_path / "am", config)

@@ -19,10 +19,13 @@ class Clock:
         return self.now
 
 
+PRICES = {"p1": 10.0, "p2": 20.0, "p3": 30.0, "p4": 40.0}   # p5 has no catalog price
+
+
 def make(**cfg):
     registry = CollectorRegistry()
     clock = Clock()
-    store = FeedbackStore(FeedbackConfig(**cfg), FeedbackMetrics(registry), clock=clock)
+    store = FeedbackStore(FeedbackConfig(**cfg), FeedbackMetrics(registry), clock=clock, price_of=PRICES.get)
     return store, registry, clock
 
 
@@ -84,14 +87,15 @@ def test_ndcg_observed_when_the_request_leaves_the_window():
     store, reg, clock = make(ttl_s=60)
     store.register("r1", "search", "minilm", "1", IDS, 5)
     store.register("r2", "search", "minilm", "1", IDS, 5)   # no clicks: no NDCG sample
-    store.ingest([ev("e1", pid="p2"), ev("e2", pid="p4"), ev("e3", pid="p2")])
+    res = store.ingest([ev("e1", pid="p2"), ev("e2", pid="p4"), ev("e3", pid="p2")])
+    assert [r["code"] for r in res.rejected] == ["repeat_click"]      # one click per shown product
     assert value(reg, "business_request_ndcg_count", **L) == 0
     clock.now += 61
     assert store.sweep() == 2
     expected = (1 / math.log2(3) + 1 / math.log2(5)) / (1 + 1 / math.log2(3))
     assert value(reg, "business_request_ndcg_count", **L) == 1
     assert value(reg, "business_request_ndcg_sum", **L) == pytest.approx(expected)
-    assert value(reg, "business_clicks_total", **L) == 3   # repeat clicks are events, NDCG uses positions
+    assert value(reg, "business_clicks_total", **L) == 2
 
 
 def test_capacity_evicts_oldest_and_closes_its_window():
@@ -106,28 +110,51 @@ def test_capacity_evicts_oldest_and_closes_its_window():
 def test_dedup_memory_is_bounded():
     store, _, _ = make(max_event_ids=2)
     store.register("r1", "search", "minilm", "1", IDS, 5)
-    store.ingest([ev("a"), ev("b"), ev("c")])
-    assert store.ingest([ev("a")]).accepted == 1    # forgotten after 2 newer ids: counted again
-    assert store.ingest([ev("c")]).duplicates == 1
+    store.ingest([ev("a", pid="p1"), ev("b", pid="p2"), ev("c", pid="p3")])
+    # forgotten after 2 newer ids, so no longer a duplicate, but the click on p1 still counts only once
+    assert store.ingest([ev("a", pid="p1")]).rejected[0]["code"] == "repeat_click"
+    assert store.ingest([ev("c", pid="p3")]).duplicates == 1
 
 
-def test_revenue_in_the_configured_currency_with_rates():
-    store, reg, _ = make(currency="USD", rates={"EUR": 1.1})
+def test_revenue_is_priced_from_the_catalog_times_quantity():
+    store, reg, _ = make(currency="USD", rates={"EUR": 1.1}, max_quantity=5)
     store.register("r1", "search", "minilm", "1", IDS, 5)
     res = store.ingest([
-        ev("e1", type_="purchase", price=10.0),
-        ev("e2", type_="purchase", price=10.0, currency="EUR"),
-        ev("e3", type_="purchase", price=10.0, currency="GBP"),
-        ev("e4", type_="purchase"),                     # an order without a price: no revenue
-        ev("e5", type_="add_to_cart"),
+        ev("e1", type_="purchase", quantity=2),                         # catalog 20.0 x 2
+        ev("e2", type_="purchase", price=20.0),                         # a client price that agrees
+        ev("e3", type_="purchase", price=round(20.0 / 1.1, 2), currency="EUR"),
+        ev("e4", type_="purchase", price=10.0, currency="GBP"),         # no rate
+        ev("e5", type_="purchase", price=1e15),                         # forged price
+        ev("e6", type_="purchase", quantity=2),                         # 2 + 1 + 1 + 2 > max_quantity 5
+        ev("e7", type_="purchase", pid="p5"),                           # no catalog price: an order, no revenue
+        ev("e8", type_="add_to_cart"),
     ])
-    assert res.accepted == 4
-    assert res.rejected == [{"index": 2, "code": "validation", "field": "currency",
-                             "message": res.rejected[0]["message"]}]
+    assert res.accepted == 5
+    assert [(r["index"], r["code"], r["field"]) for r in res.rejected] == [
+        (3, "validation", "currency"), (4, "price_mismatch", "price"), (5, "quantity_exceeded", "quantity")]
     assert "GBP" in res.rejected[0]["message"] and "feedback.rates" in res.rejected[0]["message"]
-    assert value(reg, "business_revenue_total", currency="USD", **L) == pytest.approx(21.0)
-    assert value(reg, "business_orders_total", **L) == 3
+    assert value(reg, "business_revenue_total", currency="USD", **L) == pytest.approx(80.0)
+    assert value(reg, "business_orders_total", **L) == 4
+    assert value(reg, "business_converted_requests_total", **L) == 1       # one request converted
     assert value(reg, "business_add_to_carts_total", **L) == 1
+    counts = store.counts()[("search", "minilm", "1")]
+    assert (counts.orders, counts.units, counts.converted_requests, counts.revenue) == (4, 5, 1, pytest.approx(80.0))
+    assert value(reg, "business_feedback_events_total", type="purchase", outcome="price_mismatch") == 1
+
+
+def test_forged_engagement_cannot_push_ctr_or_conversion_over_one():
+    store, reg, _ = make()
+    store.register("r1", "search", "minilm", "1", IDS, 5)
+    events = [ev(f"c{i}", pid=IDS[i % 5]) for i in range(100)]                       # 100 clicks on 5 results
+    events += [ev(f"a{i}", type_="add_to_cart", pid="p1") for i in range(50)]         # 50 carts on one product
+    events += [ev(f"b{i}", type_="purchase", pid="p9") for i in range(3)]             # never shown
+    res = store.ingest(events)
+    codes = [r["code"] for r in res.rejected]
+    assert res.accepted == 6 and codes.count("repeat_click") == 95 and codes.count("repeat_add_to_cart") == 49
+    assert codes.count("not_shown") == 3
+    counts = store.counts()[("search", "minilm", "1")]
+    assert counts.clicks / counts.impressions == 1.0 and counts.converted_requests == 0 and counts.revenue == 0
+    assert value(reg, "business_feedback_events_total", type="click", outcome="repeat_click") == 95
 
 
 @pytest.mark.parametrize("event, field", [
@@ -137,7 +164,6 @@ def test_revenue_in_the_configured_currency_with_rates():
     (ev("e", position=0), "position"),
     (ev("e", position=True), "position"),
     (ev("e", position=4), "position"),                 # p2 was shown at 2
-    (ev("e", pid="p9"), "product_id"),                 # click on something not shown
     (ev("e", type_="purchase", price=-1), "price"),
     (ev("e", type_="purchase", price=float("inf")), "price"),
     (ev("e", type_="purchase", price=1, currency="usd"), "currency"),

@@ -44,7 +44,7 @@ async def test_bodies_violating_documented_constraints_are_refused(lifecycle_cli
     served = await client.post("/v1/search", json={"query": "drill", "k": 3}, headers={"X-Request-ID": "req-doc"})
     product = (await served.json())["results"][0]["id"]
     good = {"request_id": "req-doc", "event_id": "ev-doc-1", "type": "click", "product_id": product}
-    assert (await client.post("/v1/feedback", json=good)).status == 200
+    assert (await client.post("/v1/feedback", json=good, headers=client.feedback_auth)).status == 200
     too_long = "p" * (event["product_id"]["maxLength"] + 1)
     for bad, field in [({"request_id": "req doc"}, "request_id"),     # outside the documented pattern
                        ({"event_id": "ev/2"}, "event_id"),
@@ -52,12 +52,13 @@ async def test_bodies_violating_documented_constraints_are_refused(lifecycle_cli
                        ({"type": "view"}, "type"),
                        ({"position": 0}, "position"),
                        ({"price": 3.5}, "price")]:                     # price only on purchase events
-        resp = await client.post("/v1/feedback", json={**good, "event_id": "ev-doc-x", **bad})
+        resp = await client.post("/v1/feedback", json={**good, "event_id": "ev-doc-x", **bad}, headers=client.feedback_auth)
         assert resp.status == 400, (bad, await resp.text())
         error = (await resp.json())["error"]
         assert (error["code"], error["field"]) == ("validation", field), bad
     batch = await client.post("/v1/feedback", json={"events": [good, {**good, "event_id": "ev-doc-3",
-                                                                         "product_id": too_long}]})
+                                                                         "product_id": too_long}]},
+                              headers=client.feedback_auth)
     assert batch.status == 200
     answer = await batch.json()
     assert answer["duplicates"] == 1 and [r["field"] for r in answer["rejected"]] == ["product_id"]

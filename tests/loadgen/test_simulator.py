@@ -24,12 +24,14 @@ from tests.support.binaries import require_binary
 
 
 ADMIN_TOKEN = "loadgen-test-admin-token"
+FEEDBACK_TOKEN = "loadgen-test-feedback-token"
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     with running(start_inference_server(tmp_path_factory.mktemp("server"), timeout=300,
-                                        env={"INFERENCE_ADMIN_TOKEN": ADMIN_TOKEN})) as srv:
+                                        env={"INFERENCE_ADMIN_TOKEN": ADMIN_TOKEN,
+                                             "INFERENCE_FEEDBACK_TOKEN": FEEDBACK_TOKEN})) as srv:
         yield srv
 
 
@@ -74,7 +76,7 @@ async def test_simulator_drives_traffic_and_reports(server, oracle):
     cfg = sim_config(server)
     lines: list[str] = []
     metrics = LoadgenMetrics()
-    async with ServerClient(cfg.target, cfg.rate.max_concurrency) as client:
+    async with ServerClient(cfg.target, cfg.rate.max_concurrency, feedback_token=FEEDBACK_TOKEN) as client:
         sim = Simulator(cfg, oracle, client, metrics, emit=lines.append)
         summary = await sim.run()
     assert summary["requests"] >= 20

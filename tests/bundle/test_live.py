@@ -202,6 +202,8 @@ def live(tmp_path_factory):
                     "feedback": {"ttl_s": 2.0, "sweep_interval_s": 0.5},
                     "drift": {"min_samples": 10},
                     "model_repository": {"state_dir": str(tmp / "model-repository")},
+                    # a shared split store, so the split's sync gauge (TrafficSplitStoreStale) is exported too
+                    "traffic": {"store": {"kind": "file", "path": str(tmp / "split.json")}},
                 }
                 server = server_support.start_inference_server(
                     tmp / "server", overrides, port=ports["server"], timeout=150,

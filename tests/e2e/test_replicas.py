@@ -144,7 +144,9 @@ class Cluster:
 
     def start_replica(self, index: int, port: Optional[int] = None) -> ManagedProcess:
         overrides = {
-            "admin": {"token_file": str(self.secrets["admin_token"])},
+            "admin": {"token_file": str(self.secrets["admin_token"]),
+                      "alerts_token_file": str(self.secrets["alerts_token"])},
+            "feedback": {"token_file": str(self.secrets["feedback_token"])},
             "model_repository": {"state_dir": str(self.wd / f"r{index}" / "model-repository"),
                                  "version_policy": {"kind": "specific", "versions": ["1", "2"]}},
             # What a replica's own config says; a split already in the store wins over it.

@@ -39,7 +39,7 @@ async def test_changes_on_either_replica_reach_both(lifecycle_client, tmp_path):
     alert = {"version": "4", "status": "firing", "receiver": "rollback", "groupKey": "g", "alerts": [
         {"status": "firing", "fingerprint": "f1",
          "labels": {"alertname": "CanaryErrorRatioRegression", "action": "rollback", "model": "minilm", "version": "2"}}]}
-    resp = await b.post("/v1/alerts", json=alert, headers=b.auth)
+    resp = await b.post("/v1/alerts", json=alert, headers=b.alerts_auth)
     assert resp.status == 200 and (await resp.json())["results"][0]["outcome"] == "ok"
     assert await _until(lambda: _coro_eq(_weights(a), {"1": 100.0}))
     assert sample(a.registry, "inference_traffic_split_updates_total", model="minilm", origin="remote") >= 1

@@ -24,7 +24,7 @@ from pydantic import ConfigDict, Field, model_validator
 import typed_config
 from typed_config import ConfigError, Section, invalid, parse_section
 
-from inference_server.catalog.types import CatalogConfig
+from inference_server.catalog.types import CatalogConfig, IndexConfig
 from inference_server.models.backend import ModelSpec
 
 __all__ = [
@@ -243,6 +243,7 @@ class AppConfig(Section):
     server: ServerConfig = Field(default_factory=ServerConfig)
     model: ModelSpec = Field(default_factory=ModelSpec)
     catalog: CatalogConfig = Field(default_factory=CatalogConfig)
+    index: IndexConfig = Field(default_factory=IndexConfig)
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
     request_log: RequestLogConfig = Field(default_factory=RequestLogConfig)
     model_repository: ModelRepositoryConfig = Field(default_factory=ModelRepositoryConfig)

@@ -24,6 +24,7 @@ import numpy as np
 
 from inference_server.catalog import Catalog, CatalogBundle
 from inference_server.catalog.index import VectorIndex
+from inference_server.catalog.search_index import build_search_index
 from inference_server.config import AppConfig, BatchingConfig
 from inference_server.models.backend import EncoderBackend, ModelSpec
 from inference_server.models.registry import create_backend
@@ -178,7 +179,8 @@ class ModelVersion:
             "load_seconds": self.load_seconds,
             "warmup_seconds": self.warmup_seconds,
             "index_seconds": self.index_seconds,
-            "index_products": len(self.index.ids) if self.index is not None else None,
+            "index_products": len(self.index) if self.index is not None else None,
+            "index_kind": self.index.kind if self.index is not None else None,
             "batching": {
                 "enabled": self.batching.enabled,
                 "max_batch_size": self.batching.max_batch_size,
@@ -424,7 +426,8 @@ class ServingState:
         backend = self.backend_factory(mv.spec)
         load_s = time.perf_counter() - started
         try:
-            index = VectorIndex.build(self.catalog, backend, self.config.catalog.cache_dir, progress=progress)
+            index = build_search_index(self.catalog, backend, self.config.index, self.config.catalog.cache_dir,
+                                       progress=progress)
             warm_s = warm_up(backend, mv.batching)
         except BaseException:
             backend.close()

@@ -2,6 +2,7 @@
 time and index memory, printed in one run.
 
     python benchmarks/index.py --products 1000000 --kinds exact,ivf        # the figures in docs/catalog.md
+    python benchmarks/index.py --serve --products 1000000 # end-to-end /v1/search p99 at 5k vs 1M products
     python benchmarks/index.py --help
 
 What the vectors are (embedding a million titles with MiniLM on a CPU takes hours, so):
@@ -14,6 +15,13 @@ What the vectors are (embedding a million titles with MiniLM on a CPU takes hour
   cosine to its source equals the median nearest-neighbour cosine among the real vectors, then
   normalised. The bulk thus keeps the real vectors' cluster structure and neighbour density, but its
   vectors are not embeddings of any text.
+
+--serve: the end-to-end check. For 5,000 and `--products` products it generates the synthetic catalog
+(seed 7, the server's `catalog.source: synthetic`), writes the vectors above into the embedding cache
+under (model fingerprint, that catalog's fingerprint) exactly as the server would after embedding it,
+builds and persists the approximate index, starts the server (it loads both from the cache: no title
+is embedded at start-up) and measures POST /v1/search with closed-loop clients. The vectors are not
+the titles' embeddings, so the results are not meaningful rankings; latency is what is measured.
 
 Recall@10 is measured twice: on the real vectors alone and on the full set; ground truth is the exact
 index (`VectorIndex.search`), the reference implementation. Queries/s: searches in batches of
@@ -56,6 +64,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", default=str(REPO / "var" / "cache" / "embeddings"))
     parser.add_argument("--dtype", default="bfloat16", help="encoder dtype for the queries")
+    parser.add_argument("--serve", action="store_true", help="end-to-end /v1/search p99 at 5k vs --products")
+    parser.add_argument("--kind", default="ivf", help="--serve: the server's index.kind")
+    parser.add_argument("--concurrency", type=int, default=8, help="--serve: closed-loop clients")
+    parser.add_argument("--duration", type=float, default=20.0, help="--serve: seconds measured per size")
     return parser
 
 
@@ -106,12 +118,65 @@ def timed(index, queries: np.ndarray, batch: int, latency_queries: int) -> tuple
     return qps, float(np.percentile(latencies, 99) * 1000), rows
 
 
+def serve_phase(args, backend, real: np.ndarray, terms: list[str]) -> int:
+    """End-to-end: /v1/search p99 with a 5k and a `--products` catalog, both from a prepared cache."""
+    import asyncio
+    import tempfile
+
+    from benchmarks.serving import closed_loop
+    from devstack.components import start_inference_server
+    from devstack.processes import running
+    from inference_server.catalog import CatalogConfig, load_catalog
+    from inference_server.catalog.index import store_cached
+    from inference_server.catalog.search_index import build_search_index
+
+    vectors, _, _ = derived_set(real, args.products, args.seed)
+    index_cfg = {"kind": args.kind, "quantization": args.quantization, "nlist": args.nlist,
+                 "nprobe": args.nprobe, "candidates": args.candidates}
+    results = {}
+    for n in (5000, args.products):
+        started = time.perf_counter()
+        print(f"[serve] {n:,} products: generating the synthetic catalog", flush=True)
+        catalog = load_catalog(CatalogConfig(num_products=n, num_queries=500)).catalog
+        store_cached(args.cache_dir, backend.fingerprint(), catalog, vectors[:n])
+        build_search_index(catalog, backend, IndexConfig(**index_cfg), args.cache_dir, progress=True)
+        print(f"[serve] cache and index ready in {time.perf_counter() - started:.0f} s; starting the server",
+              flush=True)
+        del catalog
+        gc.collect()
+        with tempfile.TemporaryDirectory(prefix="bench-index-") as workdir:
+            overrides = {
+                "server": {"request_timeout_ms": 30000},
+                "model": {"dtype": args.dtype},
+                "catalog": {"num_products": n, "num_queries": 500, "cache_dir": args.cache_dir},
+                "index": index_cfg,
+                "batching": {"max_queue_size": 4 * args.concurrency + 64},
+                "request_log": {"enabled": False},
+                "model_repository": {"enabled": False},   # config.model: the same fingerprint as the cache
+            }
+            server = start_inference_server(Path(workdir), overrides=overrides, timeout=1800)
+            with running(server):
+                port = int(server.url.rsplit(":", 1)[1])
+                results[n] = asyncio.run(closed_loop(port, terms[:500], args.concurrency, args.duration, 10))
+        r = results[n]
+        print(f"[serve] {n:>9,} products: {r['qps']:.1f} q/s  p50 {r['p50_ms']:.1f} ms  p95 {r['p95_ms']:.1f} ms  "
+              f"p99 {r['p99_ms']:.1f} ms  ({r['ok']} ok, {r['failed']} failed)", flush=True)
+    small, large = results[5000], results[args.products]
+    print(f"\n/v1/search p99 at {args.products:,} products is {large['p99_ms'] / small['p99_ms']:.2f}x its p99 at "
+          f"5,000 (target <= 1.5x); index {args.kind}, {args.concurrency} closed-loop clients, "
+          f"{args.duration:.0f} s each. Machine shared and contended: one run.")
+    return 0
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     from inference_server.models.backend import ModelSpec
     from inference_server.models.registry import create_backend
 
     backend = create_backend(ModelSpec(dtype=args.dtype))
+    if args.serve:
+        terms, real = real_vectors(args.cache_dir, backend)
+        return serve_phase(args, backend, real, terms)
     print(f"[1/4] real vectors: Home Depot catalog embeddings from {args.cache_dir}", flush=True)
     terms, real = real_vectors(args.cache_dir, backend)
     queries = encode_texts(backend, terms[:args.queries], desc="embedding queries")

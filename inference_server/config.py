@@ -243,7 +243,6 @@ class AppConfig(Section):
     server: ServerConfig = Field(default_factory=ServerConfig)
     model: ModelSpec = Field(default_factory=ModelSpec)
     catalog: CatalogConfig = Field(default_factory=CatalogConfig)
-    index: IndexConfig = Field(default_factory=IndexConfig)
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
     request_log: RequestLogConfig = Field(default_factory=RequestLogConfig)
     model_repository: ModelRepositoryConfig = Field(default_factory=ModelRepositoryConfig)
@@ -252,6 +251,7 @@ class AppConfig(Section):
     drift: DriftConfig = Field(default_factory=DriftConfig)
     feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
     admin: AdminConfig = Field(default_factory=AdminConfig)
+    index: IndexConfig = Field(default_factory=IndexConfig)
 
 
 def parse_config(raw: Mapping[str, Any] | None) -> AppConfig:

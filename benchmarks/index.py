@@ -54,7 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--products", type=int, default=1_000_000, help="vectors in the large set")
     parser.add_argument("--queries", type=int, default=500, help="Home Depot search terms embedded as queries")
     parser.add_argument("--kinds", default="exact,ivf", help="comma list of exact, ivf, hnsw")
-    parser.add_argument("--quantization", default="sq8", choices=("sq8", "pq", "fp16", "flat"))
+    parser.add_argument("--quantization", default="sq8", choices=("sq8", "pq", "pq4fs", "fp16", "flat"))
+    parser.add_argument("--pq-m", type=int, default=48)
     parser.add_argument("--nlist", type=int, default=None, help="ivf lists (default 4*sqrt(n))")
     parser.add_argument("--nprobe", type=int, default=32)
     parser.add_argument("--candidates", type=int, default=40, help="rows re-scored exactly per query")
@@ -132,7 +133,7 @@ def serve_phase(args, backend, real: np.ndarray, terms: list[str]) -> int:
 
     vectors, _, _ = derived_set(real, args.products, args.seed)
     index_cfg = {"kind": args.kind, "quantization": args.quantization, "nlist": args.nlist,
-                 "nprobe": args.nprobe, "candidates": args.candidates}
+                 "nprobe": args.nprobe, "candidates": args.candidates, "pq_m": args.pq_m}
     results = {}
     for n in (5000, args.products):
         started = time.perf_counter()
@@ -200,7 +201,7 @@ def main(argv=None) -> int:
                 results.append((label, len(data), "exact", "fp32", 1.0, qps, p99, 0.0, exact.memory_bytes))
                 continue
             cfg = IndexConfig(kind=kind, quantization=args.quantization, nlist=args.nlist, nprobe=args.nprobe,
-                              candidates=args.candidates)
+                              candidates=args.candidates, pq_m=args.pq_m)
             print(f"[4/4] {label} set: building {kind} ({args.quantization})", flush=True)
             ann = AnnIndex.build_ann(exact, cfg, None, "bench", label, progress=True)
             qps, p99, rows = timed(ann, queries, args.batch, args.latency_queries)

@@ -37,8 +37,11 @@ def is_test(search_term: str) -> bool:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kinds", default="exact,ivf", help="comma list of exact, ivf, hnsw")
-    parser.add_argument("--quantization", default="sq8", choices=("sq8", "pq", "fp16", "flat"))
+    parser.add_argument("--quantization", default="sq8", choices=("sq8", "pq", "pq4fs", "fp16", "flat"))
+    parser.add_argument("--nlist", type=int, default=None)
     parser.add_argument("--nprobe", type=int, default=32)
+    parser.add_argument("--pq-m", type=int, default=48)
+    parser.add_argument("--ef-search", type=int, default=64)
     parser.add_argument("--candidates", type=int, default=40)
     parser.add_argument("--depth", type=int, default=100)
     parser.add_argument("--k", type=int, default=10)
@@ -55,7 +58,9 @@ def main(argv=None) -> int:
     print(f"Home Depot TEST split: {len(queries)} queries, {len(bundle.catalog):,} products, depth {args.depth}")
     results = {}
     for kind in args.kinds.split(","):
-        cfg = IndexConfig(kind=kind, quantization=args.quantization, nprobe=args.nprobe, candidates=args.candidates)
+        codes = args.quantization if kind != "hnsw" or args.quantization not in ("pq", "pq4fs") else "sq8"
+        cfg = IndexConfig(kind=kind, quantization=codes, nlist=args.nlist, nprobe=args.nprobe, pq_m=args.pq_m,
+                          ef_search=args.ef_search, candidates=args.candidates)
         index = build_search_index(bundle.catalog, backend, cfg, args.cache_dir, progress=True)
         started = time.perf_counter()
         _, rows = index.search(vectors, args.depth)

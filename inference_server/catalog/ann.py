@@ -47,7 +47,7 @@ def params_fingerprint(cfg: IndexConfig, n: int) -> str:
     """sha256 of the parameters that shape the index (search-time settings excluded)."""
     shaping = {"kind": cfg.kind, "quantization": cfg.quantization, "library": f"faiss-{faiss.__version__}"}
     if cfg.kind == "ivf":
-        shaping.update(nlist=nlist_for(cfg, n), pq_m=cfg.pq_m if cfg.quantization == "pq" else None)
+        shaping.update(nlist=nlist_for(cfg, n), pq_m=cfg.pq_m if cfg.quantization in ("pq", "pq4fs") else None)
     else:
         shaping.update(hnsw_m=cfg.hnsw_m, ef_construction=cfg.ef_construction)
     return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()
@@ -75,9 +75,11 @@ def _new_index(dim: int, cfg: IndexConfig, n: int) -> faiss.Index:
         return index
     quantizer = faiss.IndexFlatIP(dim)
     lists = nlist_for(cfg, n)
+    if cfg.quantization in ("pq", "pq4fs") and dim % cfg.pq_m:
+        raise ValueError(f"index.pq_m ({cfg.pq_m}) must divide the embedding dimension {dim}")
+    if cfg.quantization == "pq4fs":
+        return faiss.index_factory(dim, f"IVF{lists},PQ{cfg.pq_m}x4fs", ip)
     if cfg.quantization == "pq":
-        if dim % cfg.pq_m:
-            raise ValueError(f"index.pq_m ({cfg.pq_m}) must divide the embedding dimension {dim}")
         index = faiss.IndexIVFPQ(quantizer, dim, lists, cfg.pq_m, 8, ip)
     elif cfg.quantization == "flat":
         index = faiss.IndexIVFFlat(quantizer, dim, lists, ip)
@@ -103,7 +105,10 @@ def index_memory_bytes(index: faiss.Index, kind: str) -> int:
         hnsw = hnsw_index.hnsw
         return int(n * code + hnsw.neighbors.size() * 4 + hnsw.levels.size() * 4 + hnsw.offsets.size() * 8)
     ivf = faiss.extract_index_ivf(index)
-    return int(n * (ivf.code_size + 8) + ivf.nlist * index.d * 4)
+    code = ivf.code_size
+    if isinstance(ivf, faiss.IndexIVFFastScan):
+        code = ivf.M2 // 2          # 4-bit codes, packed in blocks of 32
+    return int(n * (code + 8) + ivf.nlist * index.d * 4)
 
 
 class AnnIndex(VectorIndex):
@@ -118,6 +123,7 @@ class AnnIndex(VectorIndex):
         self.ann_seconds = ann_seconds
         self._ann = ann
         self._ann_lock = threading.Lock()   # faiss adds/removes must not overlap a search
+        self._removes = cfg.kind == "ivf" and cfg.quantization != "pq4fs"   # remove_ids in place
         _configure_search(ann, cfg)
 
     @property
@@ -177,7 +183,7 @@ class AnnIndex(VectorIndex):
 
     def _apply_rows(self, added: list[int], vectors: np.ndarray, removed: list[int]) -> None:
         with self._ann_lock:
-            if removed and self.kind == "ivf":      # hnsw cannot remove: its dead rows are filtered
+            if removed and self._removes:      # hnsw and fast-scan lists cannot remove: dead rows are filtered
                 self._ann.remove_ids(np.asarray(removed, dtype=np.int64))
             if added:
                 _add(self._ann, self.kind, np.asarray(added), vectors)
@@ -187,13 +193,7 @@ class AnnIndex(VectorIndex):
         """Like `VectorIndex.search`, from the faiss index: `candidates` (at least k + exclusions) nearest
         rows re-scored with the fp32 vectors. A query left with fewer than k' rows after exclusions
         (rare: a long history of near-duplicates) is answered by the exact scan."""
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
-        queries = np.asarray(queries, dtype=np.float32)
-        if queries.ndim == 1:
-            queries = queries[None, :]
-        if queries.ndim != 2 or queries.shape[1] != self.dim:
-            raise ValueError(f"queries must have shape (m, {self.dim}), got {queries.shape}")
+        queries = self._query_matrix(queries, k)
         extra, alive, live = self._live
         m, n = queries.shape[0], len(self.embeddings) + len(extra)
         if exclude is not None and len(exclude) != m:
@@ -204,7 +204,7 @@ class AnnIndex(VectorIndex):
         k_out = min(k, live - most_excluded)
         if m == 0 or k_out <= 0:
             return np.zeros((m, 0), dtype=np.float32), np.zeros((m, 0), dtype=np.int64)
-        dead = n - live if self.kind == "hnsw" else 0     # still in the graph, filtered below
+        dead = 0 if self._removes else n - live     # still in the index, filtered below
         count = min(n if dead else live, max(k + most_excluded, self.cfg.candidates) + dead)
         with self._ann_lock:
             _, keys = self._ann.search(queries, count)

@@ -239,12 +239,8 @@ class VectorIndex:
         rows = np.flatnonzero(alive) if alive is not None else np.arange(len(self.ids))
         return [self.ids[r] for r in rows], self.vectors(rows)
 
-    def search(self, queries: np.ndarray, k: int,
-               exclude: Optional[Sequence[Collection[int]]] = None) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k rows by inner product for each query row: (scores (m, k') float32 descending,
-        rows (m, k') int64), ties broken by lower row. `exclude[i]` lists rows query i must not
-        return. k' = min(k, rows available after exclusions), the same for every query, so every
-        returned row is a real, non-excluded product."""
+    def _query_matrix(self, queries: np.ndarray, k: int) -> np.ndarray:
+        """Queries as a float32 (m, dim) matrix; ValueError on a bad k or shape."""
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         queries = np.asarray(queries, dtype=np.float32)
@@ -252,6 +248,15 @@ class VectorIndex:
             queries = queries[None, :]
         if queries.ndim != 2 or queries.shape[1] != self.dim:
             raise ValueError(f"queries must have shape (m, {self.dim}), got {queries.shape}")
+        return queries
+
+    def search(self, queries: np.ndarray, k: int,
+               exclude: Optional[Sequence[Collection[int]]] = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k rows by inner product for each query row: (scores (m, k') float32 descending,
+        rows (m, k') int64), ties broken by lower row. `exclude[i]` lists rows query i must not
+        return. k' = min(k, rows available after exclusions), the same for every query, so every
+        returned row is a real, non-excluded product."""
+        queries = self._query_matrix(queries, k)
         extra, alive, live = self._live
         m, n = queries.shape[0], len(self.embeddings) + len(extra)
         excluded: list[np.ndarray] = []

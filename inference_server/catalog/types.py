@@ -138,7 +138,8 @@ class IndexConfig(Section):
     `ivf` and `hnsw` search a faiss index over quantised copies and re-score its candidates exactly."""
 
     kind: Literal["exact", "ivf", "hnsw"] = "exact"
-    quantization: Literal["sq8", "pq", "fp16", "flat"] = "sq8"  # ivf/hnsw: stored codes (pq: ivf only)
+    # ivf/hnsw stored codes: sq8 int8, pq (pq_m bytes), pq4fs (pq_m 4-bit codes, SIMD fast scan), fp16, flat
+    quantization: Literal["sq8", "pq", "pq4fs", "fp16", "flat"] = "sq8"
     nlist: Optional[int] = Field(None, ge=1, le=1 << 20)  # ivf: inverted lists; null = 4*sqrt(products)
     nprobe: int = Field(32, ge=1, le=1 << 16)             # ivf: lists searched per query
     pq_m: int = Field(48, ge=1, le=384)                   # ivf+pq: sub-quantisers (bytes per product); divides dim
@@ -150,6 +151,6 @@ class IndexConfig(Section):
 
     @model_validator(mode="after")
     def _pq_needs_ivf(self) -> "IndexConfig":
-        if self.quantization == "pq" and self.kind == "hnsw":
-            raise invalid("quantization", "pq is available with kind ivf only (hnsw: sq8, fp16 or flat)")
+        if self.quantization in ("pq", "pq4fs") and self.kind == "hnsw":
+            raise invalid("quantization", f"{self.quantization} is available with kind ivf only (hnsw: sq8, fp16 or flat)")
         return self

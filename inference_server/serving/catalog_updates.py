@@ -149,12 +149,10 @@ class CatalogUpdater:
         self.last_persist_seconds = time.perf_counter() - started
 
     async def close(self) -> None:
+        """Finish what is pending (and its cache write), then stop the worker thread."""
         if self._runner is not None:
-            try:
-                await self._runner
-            except Exception:  # noqa: BLE001
-                pass
-        await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
+            await asyncio.gather(self._runner, return_exceptions=True)
+        await asyncio.to_thread(self._executor.shutdown, True)
 
 
 class CatalogFileWatcher:

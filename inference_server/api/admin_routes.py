@@ -188,6 +188,9 @@ async def change_catalog(request: web.Request, lc: ModelLifecycle) -> web.Respon
             CatalogChanges(upserts, tuple(body.get("remove") or [])))
     except CatalogError as exc:
         raise ApiError(409, "catalog_not_ready", str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - e.g. the encoder failed: nothing was applied, retry later
+        raise ApiError(503, "catalog_update_failed", f"the change was not applied: {type(exc).__name__}: {exc}",
+                       retry_after=1) from None
     return web.json_response({"upserted": result.upserted, "removed": result.removed,
                               "catalog_products": result.catalog_products,
                               "apply_seconds": round(result.apply_seconds, 4), "versions": result.versions})
@@ -216,7 +219,7 @@ def add_admin_routes(app: web.Application) -> None:
         ("POST", "/v1/admin/faults", "set_faults", set_faults, "Start a fault drill", FAULT_BODY, (400, 404)),
         ("DELETE", "/v1/admin/faults", "clear_faults", clear_faults, "End the fault drill", None, ()),
         ("POST", "/v1/admin/catalog/changes", "catalog_changes", change_catalog,
-         "Add, update and remove catalog products", CatalogChangeRequest, (400, 409)),
+         "Add, update and remove catalog products", CatalogChangeRequest, (400, 409, 503)),
     ]
     for method, path, action, fn, summary, schema, errors in routes:
         handler = _handler(fn)

@@ -120,11 +120,14 @@ class CatalogUpdater:
         catalog = apply_changes(self.state.catalog, changes)
         texts = [p.text() for p in changes.upserts]
         ids = [p.id for p in changes.upserts]
+        embedded = []   # every version's vectors first: an encoder failure leaves every index untouched
         for mv in versions:
             vectors = encode_texts(mv.backend, texts, batch_size=mv.batching.effective_batch_size,
                                    progress=False) if texts else np.zeros((0, mv.index.dim), np.float32)
             if not np.isfinite(vectors).all():
                 raise RuntimeError(f"model {mv.name} version {mv.version} produced non-finite embeddings")
+            embedded.append((mv, vectors))
+        for mv, vectors in embedded:
             mv.index.apply(list(zip(ids, vectors)), changes.removals)
         for listener in self.listeners:
             listener.apply(changes, catalog)

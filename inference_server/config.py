@@ -24,7 +24,7 @@ from pydantic import ConfigDict, Field, model_validator
 import typed_config
 from typed_config import ConfigError, Section, invalid, parse_section
 
-from inference_server.catalog.types import CatalogConfig
+from inference_server.catalog.types import CatalogConfig, IndexConfig
 from inference_server.models.backend import ModelSpec
 
 __all__ = [
@@ -294,6 +294,7 @@ class AppConfig(Section):
     drift: DriftConfig = Field(default_factory=DriftConfig)
     feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
     admin: AdminConfig = Field(default_factory=AdminConfig)
+    index: IndexConfig = Field(default_factory=IndexConfig)
 
 
 def parse_config(raw: Mapping[str, Any] | None) -> AppConfig:

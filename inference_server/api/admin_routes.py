@@ -18,9 +18,11 @@ from inference_server.lifecycle.faults import FaultError
 from inference_server.api.context import LIFECYCLE
 from inference_server.lifecycle.manager import ModelLifecycle
 from inference_server.api.auth import BearerAuth, read_secret
-from inference_server.api.context import CONFIG, REQUEST_CONTEXT, RouteSpec, add_route
+from inference_server.api.context import CATALOG_UPDATER, CONFIG, REQUEST_CONTEXT, RouteSpec, add_route
+from inference_server.catalog import CatalogError, Product
+from inference_server.catalog.changes import CatalogChanges
 from inference_server.errors import ApiError
-from inference_server.api.schemas import FaultRequest, PromoteRequest, TrafficRequest, read_json, validate_body, validate_version
+from inference_server.api.schemas import CatalogChangeRequest, FaultRequest, PromoteRequest, TrafficRequest, read_json, validate_body, validate_version
 
 __all__ = ["ADMIN_AUTH", "AdminConfig", "add_admin_routes"]
 
@@ -172,6 +174,24 @@ async def clear_faults(request: web.Request, lc: ModelLifecycle) -> web.Response
     return web.json_response({"fault": None, "cleared": cleared})
 
 
+async def change_catalog(request: web.Request, lc: ModelLifecycle) -> web.Response:
+    """Add, update and remove products; answers once every version's index serves the change."""
+    body = await _body(request, CatalogChangeRequest)
+    upserts = tuple(Product(p["id"], p["title"], p.get("brand"), p.get("category"), p.get("price"),
+                            dict(p.get("attributes") or {})) for p in body.get("upsert") or [])
+    try:
+        result = await request.config_dict[CATALOG_UPDATER].submit(
+            CatalogChanges(upserts, tuple(body.get("remove") or [])))
+    except CatalogError as exc:
+        raise ApiError(409, "catalog_not_ready", str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - e.g. the encoder failed: nothing was applied, retry later
+        raise ApiError(503, "catalog_update_failed", f"the change was not applied: {type(exc).__name__}: {exc}",
+                       retry_after=1) from None
+    return web.json_response({"upserted": result.upserted, "removed": result.removed,
+                              "catalog_products": result.catalog_products,
+                              "apply_seconds": round(result.apply_seconds, 4), "versions": result.versions})
+
+
 def add_admin_routes(app: web.Application) -> None:
     """Mount /v1/admin/* as a sub-app whose one middleware authenticates every route; the token is
     read once here."""
@@ -194,6 +214,8 @@ def add_admin_routes(app: web.Application) -> None:
         ("GET", "/v1/admin/faults", "get_faults", get_faults, "The active fault drill", None, ()),
         ("POST", "/v1/admin/faults", "set_faults", set_faults, "Start a fault drill", FAULT_BODY, (400, 404)),
         ("DELETE", "/v1/admin/faults", "clear_faults", clear_faults, "End the fault drill", None, ()),
+        ("POST", "/v1/admin/catalog/changes", "catalog_changes", change_catalog,
+         "Add, update and remove catalog products", CatalogChangeRequest, (400, 409, 503)),
     ]
     for method, path, action, fn, summary, schema, errors in routes:
         handler = _handler(fn)

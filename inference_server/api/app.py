@@ -26,6 +26,7 @@ from inference_server.api.feedback_routes import add_feedback_routes
 from inference_server.lifecycle.manager import ModelLifecycle
 
 from inference_server.api.context import (
+    CATALOG_UPDATER,
     CONFIG,
     LIFECYCLE,
     METRICS,
@@ -35,6 +36,7 @@ from inference_server.api.context import (
     SERVING_STATE,
 )
 from inference_server.api.serving_routes import add_serving_routes
+from inference_server.serving.catalog_updates import CatalogFileWatcher, CatalogIndexCollector, CatalogUpdater
 from inference_server.serving.metrics import ServerMetrics, ServingStateCollector
 from inference_server.api.ops_routes import add_ops_routes
 from inference_server.serving.request_log import RequestLog
@@ -98,6 +100,22 @@ async def _guarded_initial_load(state: ServingState, loader: InitialLoader) -> N
         log.exception("initial model load failed; /readyz stays 503")
 
 
+async def _catalog_updates_context(app: web.Application) -> AsyncIterator[None]:
+    """Watch the catalog file when `catalog.watch` is on; finish pending catalog changes on exit."""
+    updater, cfg = app[CATALOG_UPDATER], app[CONFIG].catalog
+    watcher = None
+    if cfg.watch and cfg.source == "csv" and cfg.path:
+        watcher = asyncio.get_running_loop().create_task(
+            CatalogFileWatcher(updater, cfg.path, cfg.watch_interval_s).run(), name="catalog-file-watcher")
+    try:
+        yield
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+        await updater.close()
+
+
 async def _request_log_context(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
@@ -128,6 +146,8 @@ def create_app(
     app[CONFIG] = config
     app[METRICS] = metrics
     app[SERVING_STATE] = state
+    app[CATALOG_UPDATER] = CatalogUpdater(state)
+    metrics.registry.register(CatalogIndexCollector(app[CATALOG_UPDATER]))
     app[REQUEST_LOG] = RequestLog(config.request_log, on_error=metrics.request_log_errors.inc)
     app[SCHEMAS] = request_models(config.server.limits)
     app[ROUTE_SPECS] = []
@@ -136,6 +156,7 @@ def create_app(
     for add_group in ROUTE_GROUPS:
         add_group(app)
     app.cleanup_ctx.append(_request_log_context)
+    app.cleanup_ctx.append(_catalog_updates_context)
     if load_on_startup:
         app.cleanup_ctx.append(_serving_state_context)
     else:

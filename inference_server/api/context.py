@@ -21,6 +21,7 @@ from inference_server.lifecycle.manager import ModelLifecycle
 from inference_server.serving.metrics import ENDPOINTS, ServerMetrics
 from inference_server.serving.request_log import RequestLog
 from inference_server.api.schemas import RequestModels
+from inference_server.serving.catalog_updates import CatalogUpdater
 from inference_server.serving.state import ServingState
 
 __all__ = [
@@ -86,6 +87,7 @@ SCHEMAS = web.AppKey("schemas", RequestModels)
 ROUTE_SPECS = web.AppKey("route_specs", list)
 REQUEST_CONTEXT = web.RequestKey("request_context", RequestContext)
 LIFECYCLE = web.AppKey("lifecycle", ModelLifecycle)
+CATALOG_UPDATER = web.AppKey("catalog_updater", CatalogUpdater)
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 

@@ -28,6 +28,8 @@ from inference_server.errors import ApiError
 
 __all__ = [
     "AlertmanagerPayload",
+    "CatalogChangeRequest",
+    "CatalogProductBody",
     "FaultRequest",
     "FeedbackBatch",
     "FeedbackEvent",
@@ -209,6 +211,36 @@ class FaultRequest(RequestBody):
     version: Optional[Version] = None
     duration_s: Annotated[float, Field(ge=0.001, le=86_400.0)] = Field(
         description="the fault ends by itself after this")
+
+
+class CatalogProductBody(RequestBody):
+    """A product to add, or to replace (same id); what gets embedded is `Product.text()`."""
+
+    id: text(128)
+    title: phrase(1000)
+    brand: Optional[text(200)] = None
+    category: Optional[text(200)] = None
+    price: Optional[Annotated[float, Field(ge=0, allow_inf_nan=False)]] = None
+    attributes: dict[text(64), text(200)] = Field(default_factory=dict, max_length=32,
+                                                  description="short facets (colour, material, size, ...)")
+
+
+class CatalogChangeRequest(RequestBody):
+    """Products to add or update (`upsert`) and ids to remove; searchable when the answer comes."""
+
+    upsert: Annotated[list[CatalogProductBody], Field(max_length=1000), AfterValidator(lambda v: _unique(v, "id")),
+                      default_when_null([])] = Field(default_factory=list)
+    remove: Annotated[list[text(128)], Field(max_length=10000), AfterValidator(_unique),
+                      default_when_null([])] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _something_and_disjoint(self) -> "CatalogChangeRequest":
+        if not self.upsert and not self.remove:
+            raise invalid("upsert", "give at least one product to upsert or one id to remove")
+        both = {p.id for p in self.upsert} & set(self.remove)
+        if both:
+            raise invalid("remove", f"product {sorted(both)[0]!r} is both upserted and removed")
+        return self
 
 
 _VERSION = TypeAdapter(Version)

@@ -7,9 +7,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Iterator, Literal, Mapping, Optional, Sequence
 
-from typed_config import Section
+from pydantic import Field, model_validator
 
-__all__ = ["Catalog", "CatalogBundle", "CatalogConfig", "CatalogError", "JudgedQuery", "Product"]
+from typed_config import Section, invalid
+
+__all__ = ["Catalog", "CatalogBundle", "CatalogConfig", "CatalogError", "IndexConfig", "JudgedQuery", "Product"]
 
 # Attributes that are free text, not short facets: kept on the product, never embedded.
 _NOT_EMBEDDED = frozenset({"description"})
@@ -127,3 +129,28 @@ class CatalogConfig(Section):
     judgments_path: Optional[str] = None  # csv: optional judgments file
     max_queries: Optional[int] = None  # homedepot: keep the first N queries and only their products
     cache_dir: str = "var/cache/embeddings"
+    watch: bool = False  # csv: re-read the products file when it changes and apply the difference
+    watch_interval_s: float = Field(2.0, gt=0, le=3600)  # csv: how often the file is checked
+
+
+class IndexConfig(Section):
+    """`index:` section: how catalog searches run. `exact` scans every vector (the reference);
+    `ivf` and `hnsw` search a faiss index over quantised copies and re-score its candidates exactly."""
+
+    kind: Literal["exact", "ivf", "hnsw"] = "exact"
+    # ivf/hnsw stored codes: sq8 int8, pq (pq_m bytes), pq4fs (pq_m 4-bit codes, SIMD fast scan), fp16, flat
+    quantization: Literal["sq8", "pq", "pq4fs", "fp16", "flat"] = "sq8"
+    nlist: Optional[int] = Field(None, ge=1, le=1 << 20)  # ivf: inverted lists; null = 4*sqrt(products)
+    nprobe: int = Field(32, ge=1, le=1 << 16)             # ivf: lists searched per query
+    pq_m: int = Field(48, ge=1, le=384)                   # ivf+pq: sub-quantisers (bytes per product); divides dim
+    hnsw_m: int = Field(16, ge=4, le=64)                  # hnsw: graph degree; memory ~ 8*M bytes/product
+    ef_construction: int = Field(128, ge=8, le=1024)      # hnsw: candidate list while building
+    ef_search: int = Field(64, ge=8, le=1024)             # hnsw: candidate list while searching
+    candidates: int = Field(40, ge=1, le=1000)            # ivf/hnsw: rows fetched per query, re-scored exactly
+    threads: int = Field(0, ge=0, le=64)                  # ivf/hnsw: OpenMP threads, 0 = faiss's default
+
+    @model_validator(mode="after")
+    def _pq_needs_ivf(self) -> "IndexConfig":
+        if self.quantization in ("pq", "pq4fs") and self.kind == "hnsw":
+            raise invalid("quantization", f"{self.quantization} is available with kind ivf only (hnsw: sq8, fp16 or flat)")
+        return self

@@ -25,6 +25,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from inference_server.catalog.index import VectorIndex
+from inference_server.catalog.search_index import build_search_index
 from inference_server.config import AppConfig, ConfigError, TrafficConfig
 from inference_server.models.degrade import DegradeConfig, DegradedBackend, maybe_degrade
 from inference_server.models.parity import run_gate
@@ -471,7 +472,7 @@ class ModelLifecycle:
         (cached) one instead of embedding the whole catalog again."""
         catalog, cache_dir = self.state.catalog, self.config.catalog.cache_dir
         if not isinstance(backend, DegradedBackend):
-            return VectorIndex.build(catalog, backend, cache_dir, progress=progress)
+            return build_search_index(catalog, backend, self.config.index, cache_dir, progress=progress)
         started = time.perf_counter()
         base = VectorIndex.build(catalog, backend.inner, cache_dir, progress=progress)
         vectors = backend.perturb(base.embeddings.copy(), [p.text() for p in catalog.products])

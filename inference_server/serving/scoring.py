@@ -74,7 +74,7 @@ async def score_recommend(mv: ModelVersion, history: Sequence[str], k: int) -> S
     if any(r is None for r in rows):
         raise ApiError(422, "unknown_product", f"history holds products version {mv.version}'s index does not know")
     profile = normalise(index.vectors(rows).mean(axis=0)).astype(np.float32)
-    k = min(k, len(index.ids) - len(set(rows)))
+    k = min(k, len(index) - len(set(rows)))
     if k <= 0:
         return Scored([], [])
     scores, found = await mv.search_vector(profile, k, exclude=set(rows))
@@ -85,7 +85,7 @@ async def score_endpoint(mv: ModelVersion, endpoint: str, body: Mapping[str, Any
                          request_id: str) -> Scored:
     """Score a validated request body of `endpoint` on `mv` (shadow traffic replays bodies this way)."""
     if endpoint == "search":
-        return await score_search(mv, body["query"], min(int(body.get("k", 10)), len(_index(mv).ids)),
+        return await score_search(mv, body["query"], min(int(body.get("k", 10)), len(_index(mv))),
                                   deadline=deadline, request_id=request_id)
     if endpoint == "rank":
         return await score_rank(mv, body["query"], body["items"], body.get("k"), deadline=deadline,

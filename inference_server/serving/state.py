@@ -24,6 +24,7 @@ import numpy as np
 
 from inference_server.catalog import Catalog, CatalogBundle
 from inference_server.catalog.index import VectorIndex
+from inference_server.catalog.search_index import build_search_index
 from inference_server.config import AppConfig, BatchingConfig
 from inference_server.models.backend import EncoderBackend, ModelSpec
 from inference_server.models.parity import enforce_parity
@@ -179,7 +180,8 @@ class ModelVersion:
             "load_seconds": self.load_seconds,
             "warmup_seconds": self.warmup_seconds,
             "index_seconds": self.index_seconds,
-            "index_products": len(self.index.ids) if self.index is not None else None,
+            "index_products": len(self.index) if self.index is not None else None,
+            "index_kind": self.index.kind if self.index is not None else None,
             "batching": {
                 "enabled": self.batching.enabled,
                 "max_batch_size": self.batching.max_batch_size,
@@ -427,7 +429,8 @@ class ServingState:
         try:
             parity = enforce_parity(backend)   # refuses a backend/precision unlike the float32 reference
             mv.health["parity"] = {"ok": True, "detail": parity.summary()}
-            index = VectorIndex.build(self.catalog, backend, self.config.catalog.cache_dir, progress=progress)
+            index = build_search_index(self.catalog, backend, self.config.index, self.config.catalog.cache_dir,
+                                       progress=progress)
             warm_s = warm_up(backend, mv.batching)
         except BaseException:
             backend.close()

@@ -10,7 +10,7 @@ from inference_server.api.schemas import FEEDBACK_ID_PATTERN, FEEDBACK_PRODUCT_I
 BODY_ROUTES = {
     ("POST", "/v1/search"), ("POST", "/v1/rank"), ("POST", "/v1/recommend"), ("POST", "/v1/feedback"),
     ("PUT", "/v1/admin/models/{name}/traffic"), ("POST", "/v1/admin/models/{name}/promote"),
-    ("POST", "/v1/admin/faults"), ("POST", "/v1/alerts"),
+    ("POST", "/v1/admin/faults"), ("POST", "/v1/alerts"), ("POST", "/v1/admin/catalog/changes"),
 }
 
 

@@ -59,10 +59,13 @@ class Ports:
         return {getattr(defaults, f.name): getattr(self, f.name) for f in dataclasses.fields(self)}
 
     def busy(self) -> list[str]:
+        """Ports something listens on. SO_REUSEADDR, as the servers themselves bind: sockets left in
+        TIME_WAIT by a stack stopped seconds ago do not count (restart after Ctrl-C works)."""
         out = []
         for f in dataclasses.fields(self):
             port = getattr(self, f.name)
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
                     sock.bind(("127.0.0.1", port))
                 except OSError:

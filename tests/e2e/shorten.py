@@ -17,8 +17,10 @@ timing changes; expressions' logic, thresholds, labels, annotations and routes s
 """
 from __future__ import annotations
 
-import re
 from typing import Any
+
+from devstack import timescale
+from devstack.timescale import format_duration, parse_duration  # noqa: F401 (re-exported)
 
 WINDOW_FACTOR = 15
 FAST_FOR = "3s"
@@ -33,41 +35,10 @@ PROMETHEUS_GLOBAL = {"scrape_interval": "1s", "evaluation_interval": "1s", "scra
 PROMETHEUS_FLAGS = ["--rules.alert.resend-delay=2s"]
 ALERTMANAGER_ROUTE_TIMING = {"group_wait": "1s", "group_interval": "2s"}
 
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
-_DURATION = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
-_RANGE = re.compile(r"\[((?:\d+(?:ms|s|m|h|d|w|y))+)(:(?:(?:\d+(?:ms|s|m|h|d|w|y))+)?)?\]")
-
-
-def parse_duration(text: str) -> float:
-    pos, total = 0, 0.0
-    for m in _DURATION.finditer(text):
-        if m.start() != pos:
-            raise ValueError(f"bad duration {text!r}")
-        total += int(m.group(1)) * _UNITS[m.group(2)]
-        pos = m.end()
-    if pos != len(text) or not text:
-        raise ValueError(f"bad duration {text!r}")
-    return total
-
-
-def format_duration(seconds: float) -> str:
-    seconds = max(1, round(seconds))
-    for unit in ("d", "h", "m"):
-        if seconds % _UNITS[unit] == 0:
-            return f"{seconds // _UNITS[unit]}{unit}"
-    return f"{seconds}s"
-
 
 def scale_windows(expr: str, factor: float = WINDOW_FACTOR) -> str:
     """Divide every range window (and subquery range/step) in a PromQL expression by `factor`."""
-    def sub(m: re.Match) -> str:
-        window = format_duration(parse_duration(m.group(1)) / factor)
-        step = m.group(2)
-        if step and len(step) > 1:
-            step = ":" + format_duration(parse_duration(step[1:]) / factor)
-        return f"[{window}{step or ''}]"
-
-    return _RANGE.sub(sub, expr)
+    return timescale.scale_windows(expr, factor)
 
 
 def _is_fast(rule: dict) -> bool:

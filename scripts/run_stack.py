@@ -36,6 +36,7 @@ from devstack.localstack import (  # noqa: E402  (after the sys.path line above)
     write_local_secrets,
 )
 from devstack.processes import find_binary, wait_http  # noqa: E402
+from devstack.startup_progress import LogProgress  # noqa: E402
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
@@ -137,9 +138,12 @@ class Stack:
             wait_http(child.ready_url, timeout, child)
             print(f"  {child.name:17s} ready", flush=True)
         self.prom_ui = prometheus_ui_prefix(f"http://127.0.0.1:{p.prometheus}")
-        print(f"  inference-server  loading the model and catalog (first start embeds the catalog; "
-              f"log: {server.log_path})", flush=True)
-        wait_http(server.ready_url, self.args.ready_timeout, server)
+        print(f"  inference-server  starting (log: {server.log_path})", flush=True)
+        progress = LogProgress(server.log_path)
+        try:
+            wait_http(server.ready_url, self.args.ready_timeout, server, tick=progress.poll)
+        finally:
+            progress.close()
         print("  inference-server  ready", flush=True)
         if not self.args.no_loadgen:
             loadgen = self.sup.start(

@@ -208,7 +208,10 @@ class Stack:
             ("Exporter metrics", f"http://127.0.0.1:{p.exporter}/metrics"),
             ("Prometheus", f"http://127.0.0.1:{p.prometheus}/  (targets: {self.prom_ui}targets, "
                            f"alerts: {self.prom_ui}alerts)"),
-            ("Alertmanager", f"http://127.0.0.1:{p.alertmanager}/"),
+            ("Alertmanager", f"http://127.0.0.1:{p.alertmanager}/"
+                             + ("" if alertmanager_has_ui(f"http://127.0.0.1:{p.alertmanager}/") else
+                                f"  (API only: this build has no web UI; `amtool --alertmanager.url="
+                                f"http://127.0.0.1:{p.alertmanager} alert query`, JSON: /api/v2/alerts)")),
             ("Alert sinks (mail + Slack)", f"http://127.0.0.1:{p.sinks}/  (SMTP 127.0.0.1:{p.smtp}; JSON: /api/mails, /api/slack)"),
         ]
         if not self.args.no_loadgen:
@@ -261,7 +264,6 @@ class Stack:
             ("Prometheus alerts page", f"{prom}{self.prom_ui}alerts", lambda b: b"Alerts" in b or b"alerts" in b),
             ("Prometheus targets page", f"{prom}{self.prom_ui}targets", None),
             ("Prometheus alerts API", f"{prom}/api/v1/alerts", lambda b: json.loads(b)["status"] == "success"),
-            ("Alertmanager UI", f"http://127.0.0.1:{p.alertmanager}/", None),
             ("Alertmanager alerts API", f"http://127.0.0.1:{p.alertmanager}/api/v2/alerts",
              lambda b: isinstance(json.loads(b), list)),
             ("Alertmanager status API", f"http://127.0.0.1:{p.alertmanager}/api/v2/status",
@@ -270,6 +272,11 @@ class Stack:
             ("Server OpenAPI", f"http://127.0.0.1:{p.server}/openapi.json", lambda b: "paths" in json.loads(b)),
         ):
             problems += check_url(name, url, check)
+        am_ui = f"http://127.0.0.1:{p.alertmanager}/"
+        if alertmanager_has_ui(am_ui):
+            problems += check_url("Alertmanager UI", am_ui, None)
+        else:
+            print(f"  {'Alertmanager UI':26s} {am_ui}  none in this build (Debian): API only, use amtool")
         if any(c.name == "grafana" for c in self.sup.children):
             problems += check_url("Grafana health", f"http://127.0.0.1:{p.grafana}/api/health", None)
         if not self.args.no_loadgen:
@@ -319,6 +326,15 @@ class Stack:
 
     def stop(self) -> None:
         self.sup.stop()
+
+
+def alertmanager_has_ui(url: str) -> bool:
+    """False for Debian's Alertmanager, whose "UI" is a page saying the package has none (use amtool)."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return b"does not include a web" not in resp.read()
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 def prometheus_ui_prefix(base: str) -> str:

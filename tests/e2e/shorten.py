@@ -9,7 +9,7 @@ timing changes; expressions' logic, thresholds, labels, annotations and routes s
   Alertmanager is otherwise only re-sent a minute later).
 - Rules: every range window in a rule `expr` is divided by `WINDOW_FACTOR` (15): 5m -> 20s,
   15m -> 1m, 30m -> 2m, 1h -> 4m, 2h -> 8m, 6h -> 24m, 1d -> 96m, 3d -> 288m (`offset`s untouched).
-- Rules: `for:` of the alerts the test drives (`FAST_ALERTS`: the fast-burn availability page,
+- Rules: `for:` of the alerts the test drives (`FAST_ALERTS`: the availability page,
   the canary regressions) -> `FAST_FOR` (3s); every other `for:` keeps its value, so slower alerts
   (e.g. the 6h/30m burn rate with `for: 15m`) stay pending and do not add notifications.
 - Alertmanager: `group_wait` -> 1s, `group_interval` -> 2s on every route that sets them (and the
@@ -26,7 +26,7 @@ WINDOW_FACTOR = 15
 FAST_FOR = "3s"
 # (alertname, required labels) whose `for:` is shortened.
 FAST_ALERTS: tuple[tuple[str, dict[str, str]], ...] = (
-    ("InferenceErrorBudgetBurn", {"long_window": "1h"}),
+    ("InferenceErrorBudgetBurn", {"severity": "critical"}),
     ("CanaryClickThroughRegression", {}),
     ("CanaryErrorRatioRegression", {}),
     ("CanaryLatencyRegression", {}),

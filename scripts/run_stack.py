@@ -60,6 +60,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--secrets-dir", type=Path, default=None,
                    help="use real secret files from here (slack_webhook_url, smtp_password, admin_token) "
                         "instead of local ones; see docs/alert-delivery.md")
+    p.add_argument("--runbook-base-url", default=None,
+                   help="where the alerts' runbook links point (default: the local docs the alert sinks serve, "
+                        "http://127.0.0.1:<sinks port>/docs/runbooks/)")
     p.add_argument("--ready-timeout", type=float, default=600.0,
                    help="seconds to wait for the inference server (first start embeds the catalog)")
     p.add_argument("--smoke", "--check", dest="smoke", action="store_true",
@@ -89,8 +92,10 @@ class Stack:
         self.run_dir.mkdir(parents=True)
         self.secret_files = write_local_secrets(self.run_dir / "secrets", self.ports,
                                                 real_secrets_dir=self.args.secrets_dir)
+        runbooks = self.args.runbook_base_url or f"http://127.0.0.1:{self.ports.sinks}/docs/runbooks/"
         self.prom_cfg = render_prometheus(self.run_dir / "prometheus", self.ports,
-                                          drop_jobs=("loadgen",) if self.args.no_loadgen else ())
+                                          drop_jobs=("loadgen",) if self.args.no_loadgen else (),
+                                          runbook_base_url=runbooks)
         self.am_cfg = render_alertmanager(self.run_dir / "alertmanager", self.ports, self.secret_files,
                                           heartbeat_url=f"http://127.0.0.1:{self.ports.sinks}/webhook/watchdog")
 

@@ -46,6 +46,16 @@ def test_prometheus_render_targets_rules_and_validity(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_prometheus_render_points_runbooks_at_a_configured_base(tmp_path):
+    path = render_prometheus(tmp_path, PORTS, runbook_base_url="http://127.0.0.1:18025/docs/runbooks/")
+    urls = []
+    for rule_file in yaml.safe_load(path.read_text())["rule_files"]:
+        for group in yaml.safe_load(open(rule_file))["groups"]:
+            urls += [r["annotations"]["runbook_url"] for r in group["rules"] if "alert" in r]
+    assert urls and "http://127.0.0.1:18025/docs/runbooks/InferenceErrorBudgetBurn.md" in urls
+    assert all(u.startswith("http://127.0.0.1:18025/docs/runbooks/") and u.endswith(".md") for u in urls)
+
+
 def test_alertmanager_render_secrets_hosts_heartbeat_and_timing(tmp_path):
     secrets = write_local_secrets(tmp_path / "secrets", PORTS, admin_token="t0ken")
     assert secrets["admin_token"].read_text().strip() == "t0ken"

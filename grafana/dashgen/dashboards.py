@@ -598,12 +598,12 @@ def model_versions() -> Dashboard:
     per_version = f"sum by (model, version) (rate({{metric}}{{{{{MV}}}}}{RI}))"
     overlays = [
         timeseries("Click-through rate by version", "Clicks per impression of each version.", "percentunit",
-                   Target(_ratio(f"rate(business_clicks_total{{{MV}}}{RI})", f"rate(business_impressions_total{{{MV}}}{RI})",
-                                 "model, version"),
+                   Target(_ratio(f"rate(business_clicks_total{{{MV}}}{RI})",
+                                 f"rate(business_impressions_total{{{MV}}}{RI})", "model, version"),
                           "{{model}}/{{version}}"), min_value=0),
         timeseries("Conversion rate by version", "Orders per served request of each version.", "percentunit",
-                   Target(_ratio(f"rate(business_orders_total{{{MV}}}{RI})", f"rate(business_requests_served_total{{{MV}}}{RI})",
-                                 "model, version"),
+                   Target(_ratio(f"rate(business_orders_total{{{MV}}}{RI})",
+                                 f"rate(business_requests_served_total{{{MV}}}{RI})", "model, version"),
                           "{{model}}/{{version}}"), min_value=0),
         timeseries("Error ratio by version", "Share of each version's serving requests answered 5xx or 429 "
                    "(what CanaryErrorRatioRegression compares).", "percentunit",

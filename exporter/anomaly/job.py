@@ -133,8 +133,9 @@ class JobState:
             if not finite.any():
                 state.result = None
                 continue
-            last_point = int(np.flatnonzero(finite)[-1])
-            state.first_point = min(state.first_point, float(ts[int(np.flatnonzero(finite)[0])]))
+            with_data = np.flatnonzero(finite)
+            last_point = int(with_data[-1])
+            state.first_point = min(state.first_point, float(ts[int(with_data[0])]))
             due = not state.detector.fitted or now - state.last_fit >= cfg.fit_every
             if due and ts.size > 1:
                 # Fit on everything already scored (or all but the newest point for a new series).

@@ -15,17 +15,21 @@ Printed (and written as JSON with --out):
   for the canary from the moment it gets traffic), time to the automatic rollback, pages and
   notifications per incident, and unexpected alerts seen meanwhile.
 
-Not covered: drift (the simulator has no drift drill) and GPU faults (the fake NVML only runs
-in-process). Usage: python benchmarks/alert_scorecard.py [--factor 60] [--clean-hours 4] [--out FILE]
+GPU faults (overheating, an Xid 79, a lost GPU) go through the fake NVML (devstack/fake_nvml.py):
+the exporter then runs in this process with two fake GPUs instead of as a child. Not covered: drift
+(the simulator has no drift drill). Usage: python benchmarks/alert_scorecard.py [--factor 60]
+[--clean-hours 4] [--out FILE]
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import shutil
 import signal
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -55,6 +59,10 @@ DRILLS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
                                                "CanaryLatencyRegression")),
     "surge": ({"duration_s": 600, "surge_factor": 10.0}, ("InferenceQueueSaturated", "InferenceRequestsRejected",
                                                         "InferenceLatencyBudgetBurn", "InferenceErrorBudgetBurn")),
+    # Fake-NVML faults on GPU 1 (see GPU_FAULTS).
+    "gpu-overheat": ({"duration_s": 900}, ("GPUTemperatureHigh",)),
+    "gpu-xid": ({"duration_s": 60}, ("GPUXidErrors",)),
+    "gpu-lost": ({"duration_s": 300}, ("GPULost",)),
 }
 # Seconds-valued keys of an anomaly job that are compressed (those present in the config under test).
 ANOMALY_JOB_SECONDS = ("step", "fit_window", "fit_every", "infer_every", "alert_after_seconds")
@@ -98,6 +106,42 @@ class DrillResult:
     note: str = ""
 
 
+class InProcessExporter:
+    """The exporter app with a fake NVML of two GPUs, served from a thread: GPU drills turn its knobs."""
+
+    def __init__(self, cfg: dict, port: int, workdir: Path) -> None:
+        from aiohttp import web
+
+        from devstack.fake_nvml import FakeNVML
+        from exporter.app import create_app
+        from exporter.config import load_config
+
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "exporter.yaml").write_text(yaml.safe_dump(cfg))
+        self.nvml = FakeNVML(2)
+        self.app = create_app(load_config(workdir / "exporter.yaml"), config_dir=workdir, nvml_module=self.nvml)
+        self.loop = asyncio.new_event_loop()
+        self.runner = web.AppRunner(self.app)
+        self.loop.run_until_complete(self.runner.setup())
+        self.loop.run_until_complete(web.TCPSite(self.runner, "127.0.0.1", port).start())
+        self.thread = threading.Thread(target=self.loop.run_forever, name="exporter", daemon=True)
+        self.thread.start()
+
+    def fault(self, name: str, on: bool) -> None:
+        gpu = self.nvml.gpus[1]
+        if name == "gpu-overheat":
+            gpu.temperature_gpu = 92 if on else 55
+        elif name == "gpu-lost":
+            gpu.lost = on
+        elif name == "gpu-xid" and on:
+            self.nvml.push_xid(1, 79)
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(timeout=30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+
+
 def compress_exporter_config(cfg: dict, factor: float, prometheus_url: str) -> dict:
     """The exporter config under test with the anomaly jobs' seconds and PromQL windows compressed."""
     anomaly = cfg.setdefault("anomaly", {})
@@ -119,6 +163,7 @@ class Scorecard:
         self.wd = Path(args.workdir)
         self.ports = Ports.free()
         self.started: list[ManagedProcess] = []
+        self.gpus: Optional[InProcessExporter] = None
         self.t_start = self.phase_at = time.time()
         self.sim_s = 0.0  # simulated seconds of the phases before the current one
 
@@ -168,7 +213,11 @@ class Scorecard:
         self.started.append(self.prometheus)
         exp_cfg = yaml.safe_load((REPO_ROOT / "config" / "exporter.yaml").read_text())
         exp_cfg = compress_exporter_config(exp_cfg, a.factor, self.prometheus.url)
-        self.started.append(start_exporter(wd / "exporter", exp_cfg, port=p.exporter, timeout=60))
+        if any(d.startswith("gpu-") for d in a.drills.split(",")):
+            exp_cfg.setdefault("server", {}).update(host="127.0.0.1", port=p.exporter)
+            self.gpus = InProcessExporter(exp_cfg, p.exporter, wd / "exporter")
+        else:
+            self.started.append(start_exporter(wd / "exporter", exp_cfg, port=p.exporter, timeout=60))
         self.log("Prometheus, Alertmanager, exporter and sinks up; starting the inference server "
                  "(start-up is part of the clean period)")
         self.server = start_inference_server(
@@ -206,6 +255,8 @@ class Scorecard:
     def stop(self) -> None:
         for proc in reversed(self.started):
             proc.stop()
+        if self.gpus is not None:
+            self.gpus.stop()
 
     # -- phases ------------------------------------------------------------------------------
     def clean_period(self) -> dict[str, Any]:
@@ -237,7 +288,14 @@ class Scorecard:
         res = DrillResult(name)
         self.wait_quiet(self.args.quiet_s)
         t0 = time.time()
-        status = post_json(f"http://127.0.0.1:{self.ports.loadgen}/v1/scenarios", body, self.token)
+        if name.startswith("gpu-"):
+            self.gpus.fault(name, True)
+            undo = threading.Timer(body["duration_s"], self.gpus.fault, (name, False))
+            undo.daemon = True
+            undo.start()
+            status = 202
+        else:
+            status = post_json(f"http://127.0.0.1:{self.ports.loadgen}/v1/scenarios", body, self.token)
         if status != 202:
             res.note = f"drill refused ({status})"
             return res

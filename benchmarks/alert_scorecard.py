@@ -187,8 +187,12 @@ class Scorecard:
         return out
 
     def active_alerts(self) -> list[str]:
+        """Alerts still in play: active in Alertmanager, or pending/firing in Prometheus (a slower window
+        that has not fired yet belongs to the incident, not to the next drill)."""
         alerts = get_json(f"http://127.0.0.1:{self.ports.alertmanager}/api/v2/alerts?active=true&silenced=false")
-        return sorted({a["labels"]["alertname"] for a in alerts if a["labels"].get("alertname") != "Watchdog"})
+        names = {a["labels"]["alertname"] for a in alerts}
+        names |= {a["labels"]["alertname"] for a in get_json(f"{self.prometheus.url}/api/v1/alerts")["data"]["alerts"]}
+        return sorted(names - {"Watchdog"})
 
     def models(self) -> dict[str, dict]:
         return {str(m["version"]): m for m in get_json(f"{self.server.url}/v1/models")["models"]}

@@ -187,11 +187,12 @@ class Scorecard:
         return out
 
     def active_alerts(self) -> list[str]:
-        """Alerts still in play: active in Alertmanager, or pending/firing in Prometheus (a slower window
-        that has not fired yet belongs to the incident, not to the next drill)."""
+        """Alerts still in play: active in Alertmanager, or a page pending in Prometheus (a slower window
+        that has not fired yet belongs to the incident, not to the next drill; slow tickets are ignored)."""
         alerts = get_json(f"http://127.0.0.1:{self.ports.alertmanager}/api/v2/alerts?active=true&silenced=false")
         names = {a["labels"]["alertname"] for a in alerts}
-        names |= {a["labels"]["alertname"] for a in get_json(f"{self.prometheus.url}/api/v1/alerts")["data"]["alerts"]}
+        names |= {a["labels"]["alertname"] for a in get_json(f"{self.prometheus.url}/api/v1/alerts")["data"]["alerts"]
+                  if a["labels"].get("severity") == "critical"}
         return sorted(names - {"Watchdog"})
 
     def models(self) -> dict[str, dict]:

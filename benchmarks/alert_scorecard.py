@@ -334,7 +334,8 @@ class Scorecard:
         self.wait_quiet(self.args.quiet_s)
         seen = [n for n in self.notifications() if n.at >= t0 and n.firing]
         mine = [n for n in seen if set(n.alertnames) & set(expected)]
-        if mine:
+        if mine:  # also a notification that came after the detection wait, while the incident played out
+            res.detected, res.alert = True, res.alert or mine[0].alertnames[0]
             res.to_notify_min = self.sim_min(mine[0].at - origin)
         pages = [n for n in seen if n.critical]
         if pages:

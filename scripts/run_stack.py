@@ -218,6 +218,7 @@ class Stack:
                                 f"  (API only: this build has no web UI; `amtool --alertmanager.url="
                                 f"http://127.0.0.1:{p.alertmanager} alert query`, JSON: /api/v2/alerts)")),
             ("Alert sinks (mail + Slack)", f"http://127.0.0.1:{p.sinks}/  (SMTP 127.0.0.1:{p.smtp}; JSON: /api/mails, /api/slack)"),
+            ("Runbooks", f"http://127.0.0.1:{p.sinks}/docs/runbooks/README.md  (where alerts link)"),
         ]
         if not self.args.no_loadgen:
             rows.append(("Traffic simulator", f"http://127.0.0.1:{p.loadgen}/status  (metrics: /metrics, drills: POST /v1/scenarios)"))

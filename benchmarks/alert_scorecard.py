@@ -401,12 +401,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         for name in [d for d in args.drills.split(",") if d]:
             drills.append(card.drill(name))
             card.log(f"drill {name}: {asdict(drills[-1])}")
+        received = [{**asdict(n), "at_wall_s": round(n.at - card.t_start, 1)} for n in card.notifications()]
     finally:
         card.stop()
     print("\n" + table(clean, drills, args), flush=True)
     if args.out:
         args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "clean": clean,
-                                        "drills": [asdict(d) for d in drills]}, indent=1))
+                                        "drills": [asdict(d) for d in drills], "notifications": received},
+                                       indent=1))
     return 0
 
 

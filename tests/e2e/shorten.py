@@ -9,6 +9,7 @@ timing changes; expressions' logic, thresholds, labels, annotations and routes s
   Alertmanager is otherwise only re-sent a minute later).
 - Rules: every range window in a rule `expr` is divided by `WINDOW_FACTOR` (15): 5m -> 20s,
   15m -> 1m, 30m -> 2m, 1h -> 4m, 2h -> 8m, 6h -> 24m, 1d -> 96m, 3d -> 288m (`offset`s untouched).
+- Rules: `keep_firing_for:` is divided by `WINDOW_FACTOR` like the windows (the page's 5m -> 20s).
 - Rules: `for:` of the alerts the test drives (`FAST_ALERTS`: the availability page,
   the canary regressions) -> `FAST_FOR` (3s); every other `for:` keeps its value, so slower alerts
   (e.g. the 6h/30m burn rate with `for: 15m`) stay pending and do not add notifications.
@@ -55,4 +56,6 @@ def shorten_rules(rule_file: dict[str, Any]) -> dict[str, Any]:
             rule["expr"] = scale_windows(str(rule["expr"]))
             if _is_fast(rule) and "for" in rule:
                 rule["for"] = FAST_FOR
+            if "keep_firing_for" in rule:  # scaled like the windows (the page's 5m -> 20s)
+                rule["keep_firing_for"] = timescale.scale_duration(rule["keep_firing_for"], WINDOW_FACTOR)
     return rule_file

@@ -8,6 +8,8 @@
   because Alertmanager logs in with the configured password).
 - A tiny web view: `GET /` (HTML), `GET /api/slack`, `/api/webhooks`, `/api/mails`, `/api/all` (JSON);
   `DELETE /api/all` clears everything.
+- The project's docs, read-only: `GET /docs/runbooks/<alert>.md` (Markdown as plain text), so the
+  runbook links of the local stack's alerts and dashboards work without a network.
 
 Run: `python -m devstack.alert_sinks --http 127.0.0.1:8025 --smtp 127.0.0.1:1025`.
 """
@@ -26,11 +28,13 @@ import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 from aiohttp import web
 
 MAX_KEPT = 1000  # per kind; oldest dropped first
+DOCS_DIR = Path(__file__).resolve().parents[1] / "docs"
 
 
 
@@ -217,6 +221,16 @@ async def _index(request: web.Request) -> web.Response:
     return web.Response(text=body, content_type="text/html")
 
 
+async def _docs(request: web.Request) -> web.StreamResponse:
+    """A file under docs/ (Markdown as UTF-8 plain text); nothing outside it."""
+    path = (DOCS_DIR / request.match_info["path"]).resolve()
+    if not path.is_relative_to(DOCS_DIR) or not path.is_file():
+        return web.json_response({"error": {"code": "not_found", "message": "no such document"}}, status=404)
+    if path.suffix == ".md":
+        return web.Response(text=path.read_text(encoding="utf-8"), content_type="text/plain", charset="utf-8")
+    return web.FileResponse(path)
+
+
 async def _healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -230,6 +244,7 @@ def create_app(inbox: Inbox) -> web.Application:
     app.router.add_post("/webhook/{name}", _webhook)
     app.router.add_get("/api/{kind}", _api)
     app.router.add_delete("/api/all", _clear)
+    app.router.add_get("/docs/{path:.+}", _docs)
     return app
 
 

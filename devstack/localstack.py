@@ -59,10 +59,13 @@ class Ports:
         return {getattr(defaults, f.name): getattr(self, f.name) for f in dataclasses.fields(self)}
 
     def busy(self) -> list[str]:
+        """Ports something listens on. SO_REUSEADDR, as the servers themselves bind: sockets left in
+        TIME_WAIT by a stack stopped seconds ago do not count (restart after Ctrl-C works)."""
         out = []
         for f in dataclasses.fields(self):
             port = getattr(self, f.name)
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
                     sock.bind(("127.0.0.1", port))
                 except OSError:
@@ -116,11 +119,14 @@ def render_prometheus(
     scrape_interval: Optional[str] = None,
     rule_transform: Optional[Callable[[dict], dict]] = None,
     drop_jobs: Iterable[str] = (),
+    runbook_base_url: Optional[str] = None,
 ) -> Path:
     """Write out_dir/prometheus.yml (and rules/) from the project's config, for 127.0.0.1 ports.
 
     `rule_transform` receives each parsed rule file and returns the one to write (the e2e test uses it
-    to shorten `for:` durations); `scrape_interval` overrides every job's interval.
+    to shorten `for:` durations); `scrape_interval` overrides every job's interval; `runbook_base_url`
+    replaces the directory part of every `runbook_url` annotation (e.g. the local docs the alert sinks
+    serve), keeping the `<alertname>.md` page.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = yaml.safe_load(source.read_text()) or {}
@@ -144,6 +150,8 @@ def render_prometheus(
             data = yaml.safe_load(src.read_text()) or {}
             if rule_transform is not None:
                 data = rule_transform(copy.deepcopy(data))
+            if runbook_base_url is not None:
+                _rebase_runbooks(data, runbook_base_url)
             dst.write_text(yaml.safe_dump(data, sort_keys=False))
             rule_paths.append(str(dst))
     cfg["rule_files"] = rule_paths
@@ -163,6 +171,14 @@ def render_prometheus(
     path = out_dir / "prometheus.yml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
+
+
+def _rebase_runbooks(rule_file: dict, base_url: str) -> None:
+    for group in rule_file.get("groups") or []:
+        for rule in group.get("rules") or []:
+            annotations = rule.get("annotations") or {}
+            if "runbook_url" in annotations:
+                annotations["runbook_url"] = base_url.rstrip("/") + "/" + annotations["runbook_url"].rsplit("/", 1)[-1]
 
 
 def _absolutize_key(node: Any, key: str, base: Path) -> None:

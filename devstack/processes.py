@@ -81,11 +81,15 @@ def signal_group(proc: subprocess.Popen, sig: int) -> None:
         pass
 
 
-def wait_http(url: str, timeout: float, child: Optional["ManagedProcess"] = None, ok: Callable[[int], bool] = lambda s: s == 200) -> None:
-    """Poll `url` until it answers with an accepted status; fail early if `child` exits."""
+def wait_http(url: str, timeout: float, child: Optional["ManagedProcess"] = None, ok: Callable[[int], bool] = lambda s: s == 200,
+              tick: Optional[Callable[[], None]] = None) -> None:
+    """Poll `url` until it answers with an accepted status; fail early if `child` exits. `tick` runs
+    before every attempt (e.g. to show the child's progress)."""
     deadline = time.monotonic() + timeout
     last: object = None
     while time.monotonic() < deadline:
+        if tick is not None:
+            tick()
         if child is not None and not child.alive():
             raise RuntimeError(f"{child.name} exited with {child.proc.returncode} before {url} answered:\n"
                                f"{child.log_tail()}")

@@ -36,6 +36,7 @@ from devstack.localstack import (  # noqa: E402  (after the sys.path line above)
     write_local_secrets,
 )
 from devstack.processes import find_binary, wait_http  # noqa: E402
+from devstack.startup_progress import LogProgress  # noqa: E402
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
@@ -60,6 +61,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                    help="use real secret files from here (slack_webhook_url, smtp_password, admin_token, "
                         "alerts_token, feedback_token) "
                         "instead of local ones; see docs/alert-delivery.md")
+    p.add_argument("--runbook-base-url", default=None,
+                   help="where the alerts' runbook links point (default: the local docs the alert sinks serve, "
+                        "http://127.0.0.1:<sinks port>/docs/runbooks/)")
     p.add_argument("--ready-timeout", type=float, default=600.0,
                    help="seconds to wait for the inference server (first start embeds the catalog)")
     p.add_argument("--smoke", "--check", dest="smoke", action="store_true",
@@ -89,8 +93,10 @@ class Stack:
         self.run_dir.mkdir(parents=True)
         self.secret_files = write_local_secrets(self.run_dir / "secrets", self.ports,
                                                 real_secrets_dir=self.args.secrets_dir)
+        runbooks = self.args.runbook_base_url or f"http://127.0.0.1:{self.ports.sinks}/docs/runbooks/"
         self.prom_cfg = render_prometheus(self.run_dir / "prometheus", self.ports,
-                                          drop_jobs=("loadgen",) if self.args.no_loadgen else ())
+                                          drop_jobs=("loadgen",) if self.args.no_loadgen else (),
+                                          runbook_base_url=runbooks)
         self.am_cfg = render_alertmanager(self.run_dir / "alertmanager", self.ports, self.secret_files,
                                           heartbeat_url=f"http://127.0.0.1:{self.ports.sinks}/webhook/watchdog")
 
@@ -138,9 +144,12 @@ class Stack:
             wait_http(child.ready_url, timeout, child)
             print(f"  {child.name:17s} ready", flush=True)
         self.prom_ui = prometheus_ui_prefix(f"http://127.0.0.1:{p.prometheus}")
-        print(f"  inference-server  loading the model and catalog (first start embeds the catalog; "
-              f"log: {server.log_path})", flush=True)
-        wait_http(server.ready_url, self.args.ready_timeout, server)
+        print(f"  inference-server  starting (log: {server.log_path})", flush=True)
+        progress = LogProgress(server.log_path)
+        try:
+            wait_http(server.ready_url, self.args.ready_timeout, server, tick=progress.poll)
+        finally:
+            progress.close()
         print("  inference-server  ready", flush=True)
         if not self.args.no_loadgen:
             loadgen = self.sup.start(
@@ -208,8 +217,12 @@ class Stack:
             ("Exporter metrics", f"http://127.0.0.1:{p.exporter}/metrics"),
             ("Prometheus", f"http://127.0.0.1:{p.prometheus}/  (targets: {self.prom_ui}targets, "
                            f"alerts: {self.prom_ui}alerts)"),
-            ("Alertmanager", f"http://127.0.0.1:{p.alertmanager}/"),
+            ("Alertmanager", f"http://127.0.0.1:{p.alertmanager}/"
+                             + ("" if alertmanager_has_ui(f"http://127.0.0.1:{p.alertmanager}/") else
+                                f"  (API only: this build has no web UI; `amtool --alertmanager.url="
+                                f"http://127.0.0.1:{p.alertmanager} alert query`, JSON: /api/v2/alerts)")),
             ("Alert sinks (mail + Slack)", f"http://127.0.0.1:{p.sinks}/  (SMTP 127.0.0.1:{p.smtp}; JSON: /api/mails, /api/slack)"),
+            ("Runbooks", f"http://127.0.0.1:{p.sinks}/docs/runbooks/README.md  (where alerts link)"),
         ]
         if not self.args.no_loadgen:
             rows.append(("Traffic simulator", f"http://127.0.0.1:{p.loadgen}/status  (metrics: /metrics, drills: POST /v1/scenarios)"))
@@ -261,7 +274,6 @@ class Stack:
             ("Prometheus alerts page", f"{prom}{self.prom_ui}alerts", lambda b: b"Alerts" in b or b"alerts" in b),
             ("Prometheus targets page", f"{prom}{self.prom_ui}targets", None),
             ("Prometheus alerts API", f"{prom}/api/v1/alerts", lambda b: json.loads(b)["status"] == "success"),
-            ("Alertmanager UI", f"http://127.0.0.1:{p.alertmanager}/", None),
             ("Alertmanager alerts API", f"http://127.0.0.1:{p.alertmanager}/api/v2/alerts",
              lambda b: isinstance(json.loads(b), list)),
             ("Alertmanager status API", f"http://127.0.0.1:{p.alertmanager}/api/v2/status",
@@ -270,6 +282,11 @@ class Stack:
             ("Server OpenAPI", f"http://127.0.0.1:{p.server}/openapi.json", lambda b: "paths" in json.loads(b)),
         ):
             problems += check_url(name, url, check)
+        am_ui = f"http://127.0.0.1:{p.alertmanager}/"
+        if alertmanager_has_ui(am_ui):
+            problems += check_url("Alertmanager UI", am_ui, None)
+        else:
+            print(f"  {'Alertmanager UI':26s} {am_ui}  none in this build (Debian): API only, use amtool")
         if any(c.name == "grafana" for c in self.sup.children):
             problems += check_url("Grafana health", f"http://127.0.0.1:{p.grafana}/api/health", None)
         if not self.args.no_loadgen:
@@ -319,6 +336,15 @@ class Stack:
 
     def stop(self) -> None:
         self.sup.stop()
+
+
+def alertmanager_has_ui(url: str) -> bool:
+    """False for Debian's Alertmanager, whose "UI" is a page saying the package has none (use amtool)."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return b"does not include a web" not in resp.read()
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 def prometheus_ui_prefix(base: str) -> str:

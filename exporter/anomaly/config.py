@@ -34,6 +34,9 @@ class JobConfig(Section):
     min_deviation: float = 0.0  # deviations smaller than this (in the series' unit) never score > 1
     max_series: int = 500  # series beyond this many are not tracked (counted as series_cap)
     min_fit_points: int = 30  # points needed before a series is first fitted
+    # History a series needs before its scores may alert (anomaly_detector_warm 1): its seasonal period,
+    # so the first evening peak is not "anomalous" to a detector that has only seen the afternoon.
+    alert_after_seconds: float = 86400.0
 
     @model_validator(mode="after")
     def _check(self) -> "JobConfig":
@@ -46,6 +49,8 @@ class JobConfig(Section):
                          min_fit_points=self.min_fit_points)
         if self.min_deviation < 0:
             raise invalid("min_deviation", "must be >= 0")
+        if self.alert_after_seconds < 0:
+            raise invalid("alert_after_seconds", "must be >= 0")
         if self.fit_window / self.step > MAX_POINTS_PER_QUERY:
             raise invalid("fit_window", f"fit_window / step must be <= {MAX_POINTS_PER_QUERY} points")
         if self.fit_window / self.step < self.min_fit_points:

@@ -33,6 +33,7 @@ class Result:
     expected: float
     lower: float
     upper: float
+    warm: float = 0.0  # 1.0 once the series' history covers the job's alert_after_seconds
 
 
 @dataclass
@@ -42,6 +43,7 @@ class SeriesState:
     last_fit: float = -math.inf  # wall time of the last fit
     last_scored: float = -math.inf  # timestamp of the last scored point
     last_seen: float = 0.0  # wall time the series was last in an answer
+    first_point: float = math.inf  # timestamp of the oldest point with data ever seen
     result: Result | None = None
 
 
@@ -131,7 +133,9 @@ class JobState:
             if not finite.any():
                 state.result = None
                 continue
-            last_point = int(np.flatnonzero(finite)[-1])
+            with_data = np.flatnonzero(finite)
+            last_point = int(with_data[-1])
+            state.first_point = min(state.first_point, float(ts[int(with_data[0])]))
             due = not state.detector.fitted or now - state.last_fit >= cfg.fit_every
             if due and ts.size > 1:
                 # Fit on everything already scored (or all but the newest point for a new series).
@@ -164,8 +168,10 @@ class JobState:
             good = np.flatnonzero(np.isfinite(vs[idx]))
             if good.size:
                 j = int(good[-1])
-                state.result = Result(float(ts[idx[j]]), float(res.score[j]), float(res.expected[j]),
-                                      float(res.lower[j]), float(res.upper[j]))
+                newest = float(ts[idx[j]])
+                warm = float(newest - state.first_point >= cfg.alert_after_seconds)
+                state.result = Result(newest, float(res.score[j]), float(res.expected[j]),
+                                      float(res.lower[j]), float(res.upper[j]), warm)
         return fitted, seconds, errors
 
     def drop_vanished(self, now: float, ttl: float) -> int:

@@ -17,6 +17,8 @@ RESULT_METRICS = (
     ("anomaly_expected", "The detector's expected value for the newest point.", "expected"),
     ("anomaly_lower", "Lower edge of the band outside which the score exceeds 1.", "lower"),
     ("anomaly_upper", "Upper edge of the band outside which the score exceeds 1.", "upper"),
+    ("anomaly_detector_warm", "1 once the detector has seen the job's alert_after_seconds of the series "
+                              "(its seasonal period); AnomalyScoreHigh fires only then.", "warm"),
 )
 
 

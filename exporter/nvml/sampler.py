@@ -104,6 +104,7 @@ class NvmlSampler:
         self._reason = "error"
         self._next_init_at = 0.0
         self._backoff = config.reinit_backoff_initial_seconds
+        self._warned: str | None = None  # the failure already logged as a warning in this down period
         self._driver_version = ""
         self._cuda_version = ""
         self._identities: dict[int, _Identity] = {}
@@ -130,6 +131,7 @@ class NvmlSampler:
             return False
         self._initialised = True
         self._reason = "ok"
+        self._warned = None
         self._backoff = self._config.reinit_backoff_initial_seconds
         self._identities.clear()
         self._unsupported.clear()
@@ -148,7 +150,15 @@ class NvmlSampler:
         self._reason = self._codes.down_reason(code)
         self._record_error(function, error)
         self._next_init_at = self._monotonic() + self._backoff
-        log.warning("NVML unavailable (%s: %s); next init attempt in %.1fs", function, error, self._backoff)
+        # Warn once per down period and kind of failure (a CPU host would log it every minute forever);
+        # every attempt is counted in exporter_collector_errors_total and shown by nvidia_gpu_nvml_up.
+        if self._warned != f"{function}:{error}":
+            self._warned = f"{function}:{error}"
+            log.warning("NVML unavailable (%s: %s); retrying with backoff (up to %.0fs), further failures are "
+                        "counted in exporter_collector_errors_total, not logged", function, error,
+                        self._config.reinit_backoff_max_seconds)
+        else:
+            log.debug("NVML still unavailable (%s: %s); next init attempt in %.1fs", function, error, self._backoff)
         self._backoff = min(self._backoff * 2, self._config.reinit_backoff_max_seconds)
 
     def _lose_library(self, code: int | None, function: str, error: str) -> None:

@@ -6,13 +6,16 @@ Metric names and labels: docs/metrics.md. Recording rules: prometheus/rules/.
 """
 from __future__ import annotations
 
-from dashgen.model import Dashboard, Panel, Target, Variable, band, bargauge, stat, table, timeseries
+from dashgen.model import Dashboard, Panel, Row, Target, Variable, alert_list, band, bargauge, stat, table, timeseries
 
 SERVING = 'endpoint=~"search|rank|recommend"'
 MV = 'model=~"$model", version=~"$version"'
 RI = "[$__rate_interval]"
 GREEN, YELLOW, ORANGE, RED, BLUE = "green", "yellow", "orange", "red", "blue"
 BURN = "suffix:×"  # burn rate: error ratio / error budget
+# Where runbooks are read: the docs the local stack serves (scripts/run_stack.py, the alert sinks'
+# /docs/); a hidden constant variable, so another deployment changes it in one place.
+RUNBOOK_BASE_URL = "http://127.0.0.1:8025/docs/runbooks/"
 
 
 def base_variables() -> list[Variable]:
@@ -20,13 +23,17 @@ def base_variables() -> list[Variable]:
         Variable("datasource", "Data source", kind="datasource", multi=False, include_all=False),
         Variable("model", "Model", "label_values(inference_model_info, model)"),
         Variable("version", "Version", 'label_values(inference_model_info{model=~"$model"}, version)'),
+        Variable("runbook_base", "Runbook base URL", RUNBOOK_BASE_URL, kind="constant"),
     ]
 
 
 def links() -> list[dict]:
     return [{"title": "Dashboards", "type": "dashboards", "tags": ["model-monitoring"], "asDropdown": True,
              "includeVars": True, "keepTime": True, "icon": "external link", "targetBlank": False,
-             "tooltip": "", "url": ""}]
+             "tooltip": "", "url": ""},
+            {"title": "Runbooks", "type": "link", "url": "${runbook_base}README.md", "icon": "doc",
+             "tooltip": "What each alert means and what to do", "targetBlank": True, "asDropdown": False,
+             "includeVars": False, "keepTime": False, "tags": []}]
 
 
 def _ratio(numerator: str, denominator: str, by: str) -> str:
@@ -110,10 +117,16 @@ def service_overview() -> Dashboard:
                                               {"id": "custom.axisPlacement", "value": "right"},
                                               {"id": "custom.drawStyle", "value": "bars"}]}]),
     ]
+    firing = alert_list("Firing and pending alerts", "Alert rules Prometheus evaluates that are firing or "
+                        "pending now, with their instances; each rule's runbook_url annotation links its "
+                        "runbook.")
     return Dashboard("service-overview", "Inference service overview",
                      "Traffic, errors and latency of the inference server per endpoint and model version, "
                      "and the burn rate of its availability and latency SLOs.",
-                     ["model-monitoring", "inference-server", "slo"], base_variables(), panels, links())
+                     ["model-monitoring", "inference-server", "slo"], base_variables(),
+                     [*panels[:6], firing, Row("Traffic, errors and latency", panels[6:10], collapsed=False),
+                      Row("SLO burn rates", panels[10:12], collapsed=False),
+                      Row("In flight, rejections and drills", panels[12:])], links())
 
 
 def batching() -> Dashboard:
@@ -222,14 +235,15 @@ def business() -> Dashboard:
                  "percentunit",
                  Target(per_version("business_converted_requests_total", "business_requests_served_total"),
                         "{{model}}/{{version}}", instant=True)),
-        bargauge("Revenue by version", f"Revenue attributed to each version's results. {ab}", "short",
+        bargauge("Revenue by version", f"Revenue attributed to each version's results (the simulator's "
+                 f"currency, USD). {ab}", "currencyUSD",
                  Target(f"sum by (model, version, currency) (increase(business_revenue_total{{{MV}}}[$__range]))",
                         "{{model}}/{{version}} {{currency}}", instant=True)),
         bargauge("Online NDCG by version", "Mean NDCG@k of requests with at least one click, from the click "
-                 f"positions. {ab}", "percentunit",
+                 f"positions (0-1). {ab}", "none",
                  Target(per_version("business_request_ndcg_sum", "business_request_ndcg_count"),
                         "{{model}}/{{version}}", instant=True), max_value=1),
-        bargauge("Online MRR by version", f"Mean reciprocal rank of clicked results. {ab}", "percentunit",
+        bargauge("Online MRR by version", f"Mean reciprocal rank of clicked results (0-1). {ab}", "none",
                  Target(per_version("business_click_reciprocal_rank_sum", "business_click_reciprocal_rank_count"),
                         "{{model}}/{{version}}", instant=True), max_value=1),
         table("Canary against stable", "Per version: traffic weight, and the figures the canary alerts compare "
@@ -267,11 +281,11 @@ def business() -> Dashboard:
                                  f"rate(business_requests_served_total{{{MV}}}{RI})", "endpoint, model, version"),
                           "conversion {{endpoint}} {{model}}/{{version}}"), min_value=0),
         timeseries("Revenue rate", "Revenue per second attributed to search and recommendation results, by "
-                   "version and currency.", "short",
+                   "version and currency (the simulator's currency, USD).", "currencyUSD",
                    Target(f"sum by (model, version, currency) (rate(business_revenue_total{{{MV}}}{RI}))",
                           "{{model}}/{{version}} {{currency}}"), stack=True),
         timeseries("Online NDCG and MRR", "Ranking quality from live clicks: mean NDCG@k of clicked requests "
-                   "and mean reciprocal rank of clicks.", "percentunit",
+                   "and mean reciprocal rank of clicks (0-1).", "none",
                    Target(f"sum by (model, version) (rate(business_request_ndcg_sum{{{MV}}}{RI})) / "
                           f"sum by (model, version) (rate(business_request_ndcg_count{{{MV}}}{RI}))",
                           "NDCG {{model}}/{{version}}"),
@@ -299,7 +313,9 @@ def business() -> Dashboard:
     return Dashboard("business-kpis", "Business KPIs and A/B comparison",
                      "Click-through, add-to-cart and conversion rates, revenue and online ranking quality per "
                      "model version, with a side-by-side comparison of versions.",
-                     ["model-monitoring", "business", "ab-test"], base_variables(), panels, links())
+                     ["model-monitoring", "business", "ab-test"], base_variables(),
+                     [Row("A/B comparison", panels[:7], collapsed=False), Row("Trends", panels[7:13], collapsed=False),
+                      Row("Feedback pipeline", panels[13:])], links())
 
 
 def model_health() -> Dashboard:
@@ -380,7 +396,10 @@ def model_health() -> Dashboard:
     return Dashboard("model-health", "Model health and drift",
                      "Which versions are loaded and ready, their traffic split, health checks, and drift of "
                      "live traffic against each version's reference.",
-                     ["model-monitoring", "model-lifecycle", "drift"], base_variables(), panels, links())
+                     ["model-monitoring", "model-lifecycle", "drift"], base_variables(),
+                     [*panels[:5], Row("Drift", panels[5:8], collapsed=False),
+                      Row("Load, catalog and index", panels[8:11]), Row("Shadow traffic and actions", panels[11:])],
+                     links())
 
 
 def gpu_fleet() -> Dashboard:
@@ -474,7 +493,10 @@ def gpu_fleet() -> Dashboard:
     return Dashboard("gpu-fleet", "GPU fleet",
                      "NVIDIA GPUs seen by the exporters: utilisation, memory, temperature, power, clocks and "
                      "hardware errors, next to the serving throughput of the selected model versions.",
-                     ["model-monitoring", "gpu"], variables, panels, links())
+                     ["model-monitoring", "gpu"], variables,
+                     [*panels[:6], Row("Utilisation and memory", panels[6:10], collapsed=False),
+                      Row("Thermals, power and clocks", panels[10:14]), Row("Hardware errors", panels[14:17]),
+                      Row("Placement and exporter", panels[17:])], links())
 
 
 def anomalies() -> Dashboard:
@@ -491,7 +513,7 @@ def anomalies() -> Dashboard:
     band_panel.repeat = "anomaly_job"
     panels: list[Panel] = [
         timeseries("Anomaly score", "Score per anomaly job and source series; above 1 means anomalous "
-                   "(AnomalyScoreHigh after 10 minutes).", "short",
+                   "(AnomalyScoreHigh once the detector has seen its seasonal period).", "short",
                    Target(f"anomaly_score{{{a}}}", "{{anomaly_job}} {{endpoint}} {{model}} {{version}}"),
                    min_value=0, thresholds=[(None, GREEN), (1, RED)], width=24),
         band_panel,
@@ -540,6 +562,8 @@ def alerts() -> Dashboard:
         stat("Pending alerts", "Alerts whose condition holds but not yet for their `for` duration.", "none",
              Target('count(ALERTS{alertstate="pending", model=~"$model", version=~"$version"}) or vector(0)',
                     "pending"), thresholds=[(None, GREEN), (1, YELLOW)], width=6),
+        alert_list("Alert list", "Firing and pending alert rules with their instances, as Grafana's alerting "
+                   "shows Prometheus' rules; each links its runbook (runbook_url)."),
         table("Firing alerts", "Every alert firing now with its labels (from Prometheus' ALERTS series; "
               "silences and inhibitions live in Alertmanager: use the Alertmanager data source in Grafana's "
               "alerting pages).", "none",
@@ -584,5 +608,69 @@ def alerts() -> Dashboard:
                      ["model-monitoring", "alerts"], base_variables(), panels, links())
 
 
+def model_versions() -> Dashboard:
+    """Model versions side by side: the figures an A/B (or canary) decision needs, one column per version."""
+    def over_range(num: str, den: str) -> str:
+        return (f"sum by (model, version) (increase({num}{{{MV}}}[$__range]))\n/\n"
+                f"sum by (model, version) (increase({den}{{{MV}}}[$__range]))")
+
+    serving = f"inference_requests_total{{{SERVING}, {MV}}}"
+    comparison = table(
+        "Versions side by side", "One row per version over the selected time range: traffic weight now, "
+        "serving requests, error ratio (5xx and 429), p99 latency, click-through and conversion rates, online "
+        "NDCG and MRR (0-1) and revenue. Compare a canary with the stable version before promoting it.", "none",
+        Target(f"max by (model, version) (inference_model_traffic_weight_ratio{{{MV}}})", instant=True, table=True),
+        Target(f"sum by (model, version) (increase({serving}[$__range]))", instant=True, table=True),
+        Target(f'(sum by (model, version) (increase(inference_requests_total{{{SERVING}, status=~"5..|429", {MV}}}'
+               f"[$__range])) or sum by (model, version) (increase({serving}[$__range])) * 0)\n/\n"
+               f"sum by (model, version) (increase({serving}[$__range]))", instant=True, table=True),
+        Target(f"histogram_quantile(0.99, sum by (le, model, version) (increase(inference_request_duration_seconds_"
+               f"bucket{{{SERVING}, {MV}}}[$__range])))", instant=True, table=True),
+        Target(over_range("business_clicks_total", "business_impressions_total"), instant=True, table=True),
+        Target(over_range("business_orders_total", "business_requests_served_total"), instant=True, table=True),
+        Target(over_range("business_request_ndcg_sum", "business_request_ndcg_count"), instant=True, table=True),
+        Target(over_range("business_click_reciprocal_rank_sum", "business_click_reciprocal_rank_count"),
+               instant=True, table=True),
+        Target(f"sum by (model, version) (increase(business_revenue_total{{{MV}}}[$__range]))", instant=True,
+               table=True),
+        rename={"Value #A": "traffic weight", "Value #B": "requests", "Value #C": "error ratio",
+                "Value #D": "p99 latency (s)", "Value #E": "CTR", "Value #F": "conversion", "Value #G": "NDCG",
+                "Value #H": "MRR", "Value #I": "revenue (USD)"}, height=7)
+    per_version = f"sum by (model, version) (rate({{metric}}{{{{{MV}}}}}{RI}))"
+    overlays = [
+        timeseries("Click-through rate by version", "Clicks per impression of each version.", "percentunit",
+                   Target(_ratio(f"rate(business_clicks_total{{{MV}}}{RI})",
+                                 f"rate(business_impressions_total{{{MV}}}{RI})", "model, version"),
+                          "{{model}}/{{version}}"), min_value=0),
+        timeseries("Conversion rate by version", "Orders per served request of each version.", "percentunit",
+                   Target(_ratio(f"rate(business_orders_total{{{MV}}}{RI})",
+                                 f"rate(business_requests_served_total{{{MV}}}{RI})", "model, version"),
+                          "{{model}}/{{version}}"), min_value=0),
+        timeseries("Error ratio by version", "Share of each version's serving requests answered 5xx or 429 "
+                   "(what CanaryErrorRatioRegression compares).", "percentunit",
+                   Target(f"job_model_version:inference_serving_request_errors:ratio_rate5m{{{MV}}}",
+                          "{{model}}/{{version}}"), min_value=0),
+        timeseries("p99 latency by version", "99th percentile latency of each version's serving requests "
+                   "(what CanaryLatencyRegression compares).", "s",
+                   Target(f"histogram_quantile(0.99, sum by (le, model, version) (rate(inference_request_duration_"
+                          f"seconds_bucket{{{SERVING}, {MV}}}{RI})))", "{{model}}/{{version}}")),
+        timeseries("Online NDCG by version", "Mean NDCG@k (0-1) of each version's clicked requests, observed "
+                   "when a request leaves the feedback join window.", "none",
+                   Target(per_version.format(metric="business_request_ndcg_sum") + " / "
+                          + per_version.format(metric="business_request_ndcg_count"), "{{model}}/{{version}}"),
+                   min_value=0, max_value=1),
+        timeseries("Traffic weight by version", "Share of live traffic each version gets (a rollback sets a "
+                   "canary's weight to 0).", "percentunit",
+                   Target(f"max by (model, version) (inference_model_traffic_weight_ratio{{{MV}}})",
+                          "{{model}}/{{version}}"), min_value=0, max_value=1),
+    ]
+    return Dashboard("model-versions", "Model versions side by side",
+                     "The figures an A/B or canary decision needs, per model version next to each other: "
+                     "traffic, errors, latency, click-through, conversion, online ranking quality and revenue.",
+                     ["model-monitoring", "ab-test", "model-lifecycle"], base_variables(),
+                     [comparison, Row("Versions over time", overlays, collapsed=False)], links())
+
+
 def all_dashboards() -> list[Dashboard]:
-    return [service_overview(), batching(), business(), model_health(), gpu_fleet(), anomalies(), alerts()]
+    return [service_overview(), batching(), business(), model_health(), gpu_fleet(), anomalies(), alerts(),
+            model_versions()]

@@ -11,6 +11,8 @@ from typing import Any
 
 SCHEMA_VERSION = 39
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+# The provisioned Alertmanager data source (grafana/provisioning/datasources).
+ALERTMANAGER = {"type": "alertmanager", "uid": "alertmanager"}
 
 
 @dataclass
@@ -152,6 +154,25 @@ def band(lower_legend: str, upper_legend: str) -> list[dict[str, Any]]:
     ]
 
 
+def alert_list(title: str, description: str, *, width: int = 24, height: int = 8) -> Panel:
+    """Grafana's alert list of the rules Prometheus evaluates (its data source has manageAlerts on),
+    firing and pending, with their instances: what is wrong now, without leaving the dashboard."""
+    options = {"viewMode": "list", "groupMode": "default", "groupBy": [], "maxItems": 20, "sortOrder": 1,
+               "dashboardAlerts": False, "alertName": "", "alertInstanceLabelFilter": "",
+               "datasource": "Prometheus", "showInstances": True, "folder": None,
+               "stateFilter": {"firing": True, "pending": True, "noData": False, "normal": False, "error": True}}
+    return Panel("alertlist", title, description, "none", [], width, height, options)
+
+
+@dataclass
+class Row:
+    """A dashboard row; collapsed rows keep detail panels out of the way until opened."""
+
+    title: str
+    panels: list[Panel]
+    collapsed: bool = True
+
+
 @dataclass
 class Variable:
     """A template variable: the datasource picker or a PromQL label_values() query."""
@@ -164,6 +185,9 @@ class Variable:
     include_all: bool = True
 
     def to_json(self) -> dict[str, Any]:
+        if self.kind == "constant":  # hidden; set it in the dashboard settings (or at provisioning)
+            return {"name": self.name, "label": self.label, "type": "constant", "query": self.query, "hide": 2,
+                    "current": {"selected": False, "text": self.query, "value": self.query}, "options": []}
         if self.kind == "datasource":
             return {"name": self.name, "label": self.label, "type": "datasource", "query": "prometheus",
                     "current": {"selected": False, "text": "Prometheus", "value": "prometheus"},
@@ -194,7 +218,7 @@ class Dashboard:
     description: str
     tags: list[str]
     variables: list[Variable]
-    panels: list[Panel]
+    panels: list[Panel | Row]
     links: list[dict[str, Any]] = field(default_factory=list)
     refresh: str = "30s"
     time_from: str = "now-3h"
@@ -226,13 +250,49 @@ class Dashboard:
         }
 
 
-def layout(panels: list[Panel]) -> list[dict[str, Any]]:
-    """Place panels left to right in a 24-column grid, wrapping to a new line when a panel does not fit."""
-    out, x, y, line_height = [], 0, 0, 0
-    for panel_id, panel in enumerate(panels, start=1):
+def _place(panels: list[Panel], first_id: int, top: int) -> tuple[list[dict[str, Any]], int]:
+    """Panels left to right from row `top` in a 24-column grid, wrapping when one does not fit;
+    returns their JSON and the first free row below them."""
+    out, x, y, line_height = [], 0, top, 0
+    for i, panel in enumerate(panels):
         if x + panel.width > 24:
             x, y, line_height = 0, y + line_height, 0
-        out.append(panel.to_json(panel_id, x, y))
+        out.append(panel.to_json(first_id + i, x, y))
         x += panel.width
         line_height = max(line_height, panel.height)
+    return out, y + line_height
+
+
+def layout(items: list[Panel | Row]) -> list[dict[str, Any]]:
+    """Top-level panels, then rows: an open row's panels follow it at the top level, a collapsed row
+    holds its panels (Grafana's JSON for both)."""
+    out: list[dict[str, Any]] = []
+    next_id, y, loose = 1, 0, []
+
+    def flush() -> None:
+        nonlocal next_id, y, loose
+        if loose:
+            placed, y = _place(loose, next_id, y)
+            out.extend(placed)
+            next_id += len(loose)
+            loose = []
+
+    for item in items:
+        if isinstance(item, Panel):
+            loose.append(item)
+            continue
+        flush()
+        row = {"id": next_id, "type": "row", "title": item.title, "collapsed": item.collapsed,
+               "gridPos": {"h": 1, "w": 24, "x": 0, "y": y}, "panels": []}
+        next_id += 1
+        out.append(row)
+        placed, bottom = _place(item.panels, next_id, y + 1)
+        next_id += len(item.panels)
+        if item.collapsed:
+            row["panels"] = placed
+            y += 1
+        else:
+            out.extend(placed)
+            y = bottom
+    flush()
     return out

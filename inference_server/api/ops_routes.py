@@ -7,6 +7,7 @@ import json
 from aiohttp import web
 
 from inference_server.api.context import METRICS, SERVING_STATE, RouteSpec, add_route
+from inference_server.api.middleware import error_response
 from inference_server.serving.metrics import render_metrics
 from inference_server.api.openapi import build_openapi
 
@@ -21,11 +22,16 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: 200 once a model version is loaded, checked and warmed up; 503 + Retry-After before."""
+    """Readiness: 200 once a model version is loaded, checked and warmed up; 503 + Retry-After before.
+
+    The 503 is returned, not raised: a probe's "not yet" is an answer, not a rejected request, so the
+    runner's own polls during a model load do not feed `inference_rejected_requests_total` (and the
+    InferenceRequestsRejected alert) on every fresh start.
+    """
     state = request.app[SERVING_STATE]
     ready = state.ready_versions()
     if not ready:
-        raise state.not_ready_error()
+        return error_response(state.not_ready_error())
     return web.json_response(
         {"status": "ready", "models": [{"name": mv.name, "version": mv.version} for mv in ready]}
     )

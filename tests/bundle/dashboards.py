@@ -35,11 +35,22 @@ def load(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
+def panels(dash: dict) -> list[dict]:
+    """Every panel but rows, including those inside collapsed rows."""
+    out = []
+    for panel in dash["panels"]:
+        if panel["type"] == "row":
+            out.extend(panel.get("panels", []))
+        else:
+            out.append(panel)
+    return out
+
+
 def queries() -> list[Query]:
     out = []
     for path in dashboard_files():
         dash = load(path)
-        for panel in dash["panels"]:
+        for panel in panels(dash):
             for target in panel.get("targets", []):
                 out.append(Query(dash["uid"], panel["id"], panel["title"], target["refId"], target["expr"],
                                  bool(target.get("instant"))))

@@ -11,11 +11,11 @@ import pytest
 import yaml
 
 from tests.bundle import bundle
-from tests.bundle.dashboards import GRAFANA_BUILTINS, dashboard_files, load, queries, variables_in
+from tests.bundle.dashboards import GRAFANA_BUILTINS, dashboard_files, load, panels, queries, variables_in
 
 BUILD = bundle.GRAFANA_DIR / "build.py"
 DASHBOARD_UIDS = {"service-overview", "batching-queue", "business-kpis", "model-health", "gpu-fleet",
-                  "anomalies", "alerts"}
+                  "anomalies", "alerts", "model-versions"}
 
 
 def run_build(*args: str) -> subprocess.CompletedProcess:
@@ -42,7 +42,7 @@ def test_build_has_help():
     assert res.returncode == 0 and "--check" in res.stdout
 
 
-def test_the_seven_dashboards_exist_with_unique_uids():
+def test_the_eight_dashboards_exist_with_unique_uids():
     uids = [load(p)["uid"] for p in dashboard_files()]
     assert sorted(uids) == sorted(DASHBOARD_UIDS)
     assert [p.stem for p in dashboard_files()] == sorted(uids)
@@ -60,29 +60,50 @@ def test_dashboard_structure(path):
             assert var["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
             assert var["definition"].startswith("label_values(")
 
-    ids = [p["id"] for p in dash["panels"]]
+    rows = [p for p in dash["panels"] if p["type"] == "row"]
+    ids = [p["id"] for p in panels(dash)] + [r["id"] for r in rows]
     assert len(ids) == len(set(ids)), "duplicate panel ids"
     occupied: set[tuple[int, int]] = set()
-    for panel in dash["panels"]:
-        where = f"{path.stem} panel {panel['id']} {panel.get('title')!r}"
-        assert panel["title"].strip(), where
-        assert len(panel.get("description", "")) >= 20, f"{where}: description"
-        assert panel["fieldConfig"]["defaults"].get("unit"), f"{where}: unit"
-        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, where
-        grid = panel["gridPos"]
-        assert grid["w"] > 0 and grid["h"] > 0 and grid["x"] >= 0 and grid["y"] >= 0, where
-        assert grid["x"] + grid["w"] <= 24, f"{where}: wider than the grid"
-        cells = {(x, y) for x in range(grid["x"], grid["x"] + grid["w"]) for y in range(grid["y"], grid["y"] + grid["h"])}
-        assert not cells & occupied, f"{where}: overlaps another panel"
-        occupied |= cells
-        assert panel["targets"], where
-        for target in panel["targets"]:
-            assert target["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, where
-            assert target["expr"].strip() and target["refId"], where
-        refs = [t["refId"] for t in panel["targets"]]
-        assert len(refs) == len(set(refs)), where
-        if "repeat" in panel:
-            assert panel["repeat"] in variables, where
+    for row in rows:  # a full-width, 1-high header; a collapsed one holds its panels
+        assert row["title"].strip() and row["gridPos"]["w"] == 24 and row["gridPos"]["h"] == 1
+        assert bool(row["panels"]) == row["collapsed"], row["title"]
+        occupied |= {(x, row["gridPos"]["y"]) for x in range(24)}
+    # collapsed rows' panels are laid out as if opened: check them in their own grid
+    collapsed = [p for r in rows if r["collapsed"] for p in r["panels"]]
+    for panel in panels(dash):
+        if panel in collapsed:
+            continue
+        _check_panel(path, panel, variables, occupied)
+    for row in rows:
+        grid: set[tuple[int, int]] = set()
+        for panel in row["panels"]:
+            _check_panel(path, panel, variables, grid)
+            assert panel["gridPos"]["y"] > row["gridPos"]["y"]
+
+
+def _check_panel(path, panel: dict, variables: dict, occupied: set[tuple[int, int]]) -> None:
+    where = f"{path.stem} panel {panel['id']} {panel.get('title')!r}"
+    assert panel["title"].strip(), where
+    assert len(panel.get("description", "")) >= 20, f"{where}: description"
+    assert panel["fieldConfig"]["defaults"].get("unit"), f"{where}: unit"
+    assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, where
+    grid = panel["gridPos"]
+    assert grid["w"] > 0 and grid["h"] > 0 and grid["x"] >= 0 and grid["y"] >= 0, where
+    assert grid["x"] + grid["w"] <= 24, f"{where}: wider than the grid"
+    cells = {(x, y) for x in range(grid["x"], grid["x"] + grid["w"]) for y in range(grid["y"], grid["y"] + grid["h"])}
+    assert not cells & occupied, f"{where}: overlaps another panel"
+    occupied |= cells
+    if panel["type"] == "alertlist":  # reads alert rules, not PromQL
+        assert panel["options"]["stateFilter"]["firing"], where
+        return
+    assert panel["targets"], where
+    for target in panel["targets"]:
+        assert target["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, where
+        assert target["expr"].strip() and target["refId"], where
+    refs = [t["refId"] for t in panel["targets"]]
+    assert len(refs) == len(set(refs)), where
+    if "repeat" in panel:
+        assert panel["repeat"] in variables, where
 
 
 @pytest.mark.parametrize("path", dashboard_files(), ids=lambda p: p.stem)
@@ -90,13 +111,13 @@ def test_every_variable_used_is_defined(path):
     dash = load(path)
     defined = {v["name"] for v in dash["templating"]["list"]} | GRAFANA_BUILTINS
     texts = [json.dumps(v.get("query", "")) for v in dash["templating"]["list"]]
-    for panel in dash["panels"]:
+    for panel in panels(dash):
         texts.append(panel["title"])
         texts.extend(t["expr"] for t in panel["targets"])
     used = set().union(*(variables_in(t) for t in texts))
     assert used <= defined, used - defined
     # model and version filter something on every dashboard
-    exprs = " ".join(t["expr"] for p in dash["panels"] for t in p["targets"])
+    exprs = " ".join(t["expr"] for p in panels(dash) for t in p.get("targets", []))
     assert "$model" in exprs and "$version" in exprs
 
 

@@ -59,3 +59,18 @@ async def test_sinks_record_slack_webhook_and_mail():
     assert "error ratio 12%" in mail["text"] and "<b>12%</b>" in mail["html"]
     assert "InferenceErrors" in page
     assert json.dumps(snap)  # JSON-serialisable as served
+
+
+async def test_sinks_serve_the_runbooks_and_nothing_outside_docs():
+    sinks = AlertSinks("127.0.0.1", free_port(), None)
+    await sinks.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{sinks.url}/docs/runbooks/InferenceErrorBudgetBurn.md") as resp:
+                assert resp.status == 200 and resp.content_type == "text/plain"
+                assert (await resp.text()).startswith("# InferenceErrorBudgetBurn\n")
+            for path in ("/docs/runbooks/NoSuchAlert.md", "/docs/../pyproject.toml", "/docs/%2e%2e/pyproject.toml"):
+                async with http.get(f"{sinks.url}{path}") as resp:
+                    assert resp.status == 404, path
+    finally:
+        await sinks.stop()

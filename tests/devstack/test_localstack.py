@@ -3,10 +3,12 @@ supervision (process groups, nothing left behind)."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
 
+import pytest
 import yaml
 
 from devstack.localstack import (
@@ -42,6 +44,16 @@ def test_prometheus_render_targets_rules_and_validity(tmp_path):
     assert len(cfg["rule_files"]) == len(shipped) and all(os.path.isabs(f) for f in cfg["rule_files"])
     proc = subprocess.run([require_binary("promtool"), "check", "config", str(path)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_prometheus_render_points_runbooks_at_a_configured_base(tmp_path):
+    path = render_prometheus(tmp_path, PORTS, runbook_base_url="http://127.0.0.1:18025/docs/runbooks/")
+    urls = []
+    for rule_file in yaml.safe_load(path.read_text())["rule_files"]:
+        for group in yaml.safe_load(open(rule_file))["groups"]:
+            urls += [r["annotations"]["runbook_url"] for r in group["rules"] if "alert" in r]
+    assert urls and "http://127.0.0.1:18025/docs/runbooks/InferenceErrorBudgetBurn.md" in urls
+    assert all(u.startswith("http://127.0.0.1:18025/docs/runbooks/") and u.endswith(".md") for u in urls)
 
 
 def test_alertmanager_render_secrets_hosts_heartbeat_and_timing(tmp_path):
@@ -118,3 +130,37 @@ def alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def _time_wait_port() -> int:
+    """A port whose only socket is in TIME_WAIT: the listener closed the connection first, then stopped
+    (what a stack stopped with Ctrl-C leaves behind for ~60 s)."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    conn, _ = listener.accept()
+    conn.close()  # the server side closes first -> its end goes to TIME_WAIT
+    client.recv(1)
+    client.close()
+    listener.close()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as plain:  # the old check's bind fails
+        with pytest.raises(OSError):
+            plain.bind(("127.0.0.1", port))
+    return port
+
+
+def test_restart_within_a_minute_is_not_refused_by_time_wait_sockets():
+    port = _time_wait_port()
+    assert f"server:{port}" not in Ports(server=port).busy()
+
+
+def test_a_listening_port_is_still_busy():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        assert f"server:{port}" in Ports(server=port).busy()

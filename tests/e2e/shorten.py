@@ -9,7 +9,8 @@ timing changes; expressions' logic, thresholds, labels, annotations and routes s
   Alertmanager is otherwise only re-sent a minute later).
 - Rules: every range window in a rule `expr` is divided by `WINDOW_FACTOR` (15): 5m -> 20s,
   15m -> 1m, 30m -> 2m, 1h -> 4m, 2h -> 8m, 6h -> 24m, 1d -> 96m, 3d -> 288m (`offset`s untouched).
-- Rules: `for:` of the alerts the test drives (`FAST_ALERTS`: the fast-burn availability page,
+- Rules: `keep_firing_for:` is divided by `WINDOW_FACTOR` like the windows (the page's 5m -> 20s).
+- Rules: `for:` of the alerts the test drives (`FAST_ALERTS`: the availability page,
   the canary regressions) -> `FAST_FOR` (3s); every other `for:` keeps its value, so slower alerts
   (e.g. the 6h/30m burn rate with `for: 15m`) stay pending and do not add notifications.
 - Alertmanager: `group_wait` -> 1s, `group_interval` -> 2s on every route that sets them (and the
@@ -17,14 +18,16 @@ timing changes; expressions' logic, thresholds, labels, annotations and routes s
 """
 from __future__ import annotations
 
-import re
 from typing import Any
+
+from devstack import timescale
+from devstack.timescale import format_duration, parse_duration  # noqa: F401 (re-exported)
 
 WINDOW_FACTOR = 15
 FAST_FOR = "3s"
 # (alertname, required labels) whose `for:` is shortened.
 FAST_ALERTS: tuple[tuple[str, dict[str, str]], ...] = (
-    ("InferenceErrorBudgetBurn", {"long_window": "1h"}),
+    ("InferenceErrorBudgetBurn", {"severity": "critical"}),
     ("CanaryClickThroughRegression", {}),
     ("CanaryErrorRatioRegression", {}),
     ("CanaryLatencyRegression", {}),
@@ -33,41 +36,10 @@ PROMETHEUS_GLOBAL = {"scrape_interval": "1s", "evaluation_interval": "1s", "scra
 PROMETHEUS_FLAGS = ["--rules.alert.resend-delay=2s"]
 ALERTMANAGER_ROUTE_TIMING = {"group_wait": "1s", "group_interval": "2s"}
 
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
-_DURATION = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
-_RANGE = re.compile(r"\[((?:\d+(?:ms|s|m|h|d|w|y))+)(:(?:(?:\d+(?:ms|s|m|h|d|w|y))+)?)?\]")
-
-
-def parse_duration(text: str) -> float:
-    pos, total = 0, 0.0
-    for m in _DURATION.finditer(text):
-        if m.start() != pos:
-            raise ValueError(f"bad duration {text!r}")
-        total += int(m.group(1)) * _UNITS[m.group(2)]
-        pos = m.end()
-    if pos != len(text) or not text:
-        raise ValueError(f"bad duration {text!r}")
-    return total
-
-
-def format_duration(seconds: float) -> str:
-    seconds = max(1, round(seconds))
-    for unit in ("d", "h", "m"):
-        if seconds % _UNITS[unit] == 0:
-            return f"{seconds // _UNITS[unit]}{unit}"
-    return f"{seconds}s"
-
 
 def scale_windows(expr: str, factor: float = WINDOW_FACTOR) -> str:
     """Divide every range window (and subquery range/step) in a PromQL expression by `factor`."""
-    def sub(m: re.Match) -> str:
-        window = format_duration(parse_duration(m.group(1)) / factor)
-        step = m.group(2)
-        if step and len(step) > 1:
-            step = ":" + format_duration(parse_duration(step[1:]) / factor)
-        return f"[{window}{step or ''}]"
-
-    return _RANGE.sub(sub, expr)
+    return timescale.scale_windows(expr, factor)
 
 
 def _is_fast(rule: dict) -> bool:
@@ -84,4 +56,6 @@ def shorten_rules(rule_file: dict[str, Any]) -> dict[str, Any]:
             rule["expr"] = scale_windows(str(rule["expr"]))
             if _is_fast(rule) and "for" in rule:
                 rule["for"] = FAST_FOR
+            if "keep_firing_for" in rule:  # scaled like the windows (the page's 5m -> 20s)
+                rule["keep_firing_for"] = timescale.scale_duration(rule["keep_firing_for"], WINDOW_FACTOR)
     return rule_file

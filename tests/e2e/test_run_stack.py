@@ -61,7 +61,14 @@ def test_smoke_mode_verifies_the_quick_start(tmp_path):
         assert any(line.strip().startswith(f"target {job}") and line.rstrip().endswith("up")
                    for line in out.splitlines()), f"{job} target not up:\n{out[-4000:]}"
     assert "The stack is up:" in out and "Alertmanager" in out and "stack stopped." in out
+    # A first start (empty embedding cache) is not silent: the server's progress bar and load steps.
+    assert "embedding synthetic catalog" in out and "300/300" in out, out[:4000]
+    assert "inference-server  loading model minilm version 1" in out, out[:4000]
     assert_all_gone(run_dir)
+    # Runbook links point at the docs the stack serves (the alert sinks' /docs/).
+    rules = "".join(p.read_text() for p in (run_dir / "prometheus" / "rules").glob("*.yml"))
+    assert "runbook_url: http://127.0.0.1:" in rules and "/docs/runbooks/InferenceErrorBudgetBurn.md" in rules
+    assert "github.com" not in rules
     # The rendered configs are the project's, pointed at the local ports and secrets.
     am = yaml.safe_load((run_dir / "alertmanager" / "alertmanager.yml").read_text())
     assert am["global"]["slack_api_url_file"] == str(run_dir / "secrets" / "slack_webhook_url")

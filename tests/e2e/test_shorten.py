@@ -30,8 +30,9 @@ def test_parse_duration():
 
 def test_only_driven_alerts_get_short_for():
     rules = {"groups": [{"name": "g", "interval": "30s", "rules": [
-        {"alert": "InferenceErrorBudgetBurn", "expr": "a[1h] > 1", "for": "2m", "labels": {"long_window": "1h"}},
-        {"alert": "InferenceErrorBudgetBurn", "expr": "a[6h] > 1", "for": "15m", "labels": {"long_window": "6h"}},
+        {"alert": "InferenceErrorBudgetBurn", "expr": "a[1h] > 1", "for": "2m", "labels": {"severity": "critical"}},
+        {"alert": "InferenceErrorBudgetBurn", "expr": "a[6h] > 1", "for": "15m",
+         "labels": {"severity": "warning", "long_window": "1d"}},
         {"alert": "CanaryClickThroughRegression", "expr": "b[30m] < 1", "for": "10m"},
         {"alert": "Other", "expr": "c > 1", "for": "5m"},
         {"record": "r:x:rate5m", "expr": "rate(x[5m])"},

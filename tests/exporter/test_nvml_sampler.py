@@ -328,3 +328,25 @@ def test_static_identity_is_read_once_per_nvml_session(make_sampler):
         sampler.sample()
     assert fake.calls["nvmlDeviceGetName"] == 2
     assert fake.calls["nvmlDeviceGetMemoryInfo"] == 6
+
+
+def test_nvml_unavailable_is_logged_once_then_counted(make_sampler, clock, errors, caplog):
+    # A CPU host: no library. Every retry is counted; the warning is logged once, not every minute.
+    fake = FakeNVML(1, library_present=False)
+    sampler = make_sampler(fake, reinit_backoff_initial_seconds=1, reinit_backoff_max_seconds=4)
+    with caplog.at_level("DEBUG", logger="exporter.nvml.sampler"):
+        for _ in range(20):
+            sampler.sample()
+            clock.advance(4)
+    warnings = [r for r in caplog.records if r.levelname == "WARNING" and "NVML unavailable" in r.getMessage()]
+    assert len(warnings) == 1 and "counted in exporter_collector_errors_total" in warnings[0].getMessage()
+    assert fake.calls["nvmlInit"] >= 10
+    assert errors.count("nvmlInit") == fake.calls["nvmlInit"]
+    # recovery, then a new outage: warned again
+    fake.library_present = True
+    sampler.sample()
+    assert sampler.initialised
+    fake.stop_driver()
+    sampler.sample()
+    warnings = [r for r in caplog.records if r.levelname == "WARNING" and "NVML unavailable" in r.getMessage()]
+    assert len(warnings) == 2

@@ -151,7 +151,9 @@ class ModelRepositoryConfig(Section):
     root: str = "models"                       # relative paths resolve against the working directory
     state_dir: str = "var/model-repository"    # artefacts written at registration
     version_policy: VersionPolicy = Field(default_factory=VersionPolicy)
-    register_missing: bool = True              # write missing artefacts on first load
+    # Removed behaviour, kept as a key so old configs fail clearly: the server never registers (writes the
+    # artefacts of) a version it is about to check; register with `make register` / the training command.
+    register_missing: Literal[False] = False
     golden_queries: PositiveInt = 16           # fixed queries of the golden set
     golden_k: PositiveInt = 10
     drift_reference_queries: PositiveInt = 500  # judged queries used for the drift reference

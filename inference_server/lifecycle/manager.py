@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import threading
 import time
 from typing import Any, Iterable, Optional
 
@@ -25,6 +26,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from inference_server.catalog.index import VectorIndex
+from inference_server.catalog.lexical_index import LexicalIndex
 from inference_server.config import AppConfig, ConfigError, TrafficConfig
 from inference_server.models.degrade import DegradeConfig, DegradedBackend, maybe_degrade
 from inference_server.lifecycle.drift import DriftCollector, DriftConfig, DriftMonitor
@@ -44,9 +46,11 @@ from inference_server.lifecycle.repository import (
     ModelRepository,
     ModelRepositoryConfig,
     RepositoryError,
-    build_artifacts,
 )
+from inference_server.lifecycle.registration import check_registration
+from inference_server.models.backend import ModelSpec, resolve_weights_dir
 from inference_server.errors import ApiError
+from inference_server.serving.retrieval import DEFAULT_LEXICAL_WEIGHT, Retrieval
 from inference_server.serving.scoring import score_endpoint
 from inference_server.serving.state import (
     LoadedParts,
@@ -154,6 +158,8 @@ class ModelLifecycle:
         self.artifacts: dict[str, Artifacts] = {}
         self.drift: dict[str, DriftMonitor] = {}
         self._degrade: dict[str, DegradeConfig] = {}
+        self._lexical: Optional[LexicalIndex] = None     # BM25 of the catalog, shared by lexical/hybrid versions
+        self._lexical_lock = threading.Lock()
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task] = set()
         self._started = False
@@ -400,7 +406,7 @@ class ModelLifecycle:
 
     def _build_version(self, mv: ModelVersion, *, entry, progress: bool) -> LoadedParts:
         """Builder for `ServingState.load_version` (worker thread): weights -> finite check -> index ->
-        artefacts -> golden check -> warm-up."""
+        registration (artefacts and weights sha256; never written here) -> golden check -> warm-up."""
         started = time.perf_counter()
         degrade = self._degrade.get(mv.version)
         backend = maybe_degrade(self.state.backend_factory(mv.spec), degrade)
@@ -409,23 +415,11 @@ class ModelLifecycle:
             self._record(mv, check_finite_weights(backend))
             index = self._build_index(backend, progress)
             artifacts = self.repository.load_artifacts(self.model, mv.version, self.state.catalog)
-            if artifacts is None:
-                if not self.repo_config.register_missing:
-                    raise RepositoryError(f"no registration artefacts for catalog {self.state.catalog.name}; run "
-                                          f"`python -m inference_server.lifecycle.repository register --version {mv.version}`")
-                log.info("registering model %s version %s on catalog %s (writing artefacts)", self.model,
-                         mv.version, self.state.catalog.name)
-                rc = self.repo_config
-                golden, drift, evaluation = build_artifacts(
-                    backend, index, self.state.bundle, golden_queries=rc.golden_queries, golden_k=rc.golden_k,
-                    drift_queries=rc.drift_reference_queries, eval_k=rc.eval_k)
-                artifacts = self.repository.write_artifacts(
-                    self.model, mv.version, self.state.catalog, golden, drift, evaluation,
-                    model_fingerprint=backend.fingerprint(), settings={"golden_k": rc.golden_k, "eval_k": rc.eval_k})
-            elif artifacts.manifest.get("model_fingerprint") != backend.fingerprint():
-                log.warning("model %s version %s: weights differ from the registered ones (fingerprint %s, "
-                            "registered %s); the golden check decides", self.model, mv.version,
-                            backend.fingerprint()[:12], str(artifacts.manifest.get("model_fingerprint"))[:12])
+            self._record(mv, check_registration(
+                artifacts, resolve_weights_dir(ModelSpec(weights=mv.spec.weights)),
+                model_yaml_sha256=entry.config.weights_sha256,
+                where=f"model {self.model} version {mv.version} on catalog {self.state.catalog.name}"))
+            retrieval = self._retrieval(entry, artifacts, progress)
             golden = artifacts.golden
             self._record(mv, check_golden(golden, backend.encode(golden.queries), index,
                                           min_cosine=self.health_config.golden_min_cosine,
@@ -439,7 +433,22 @@ class ModelLifecycle:
         except BaseException:
             backend.close()
             raise
-        return LoadedParts(backend, index, load_s, warm_s, artifacts)
+        return LoadedParts(backend, index, load_s, warm_s, artifacts, retrieval)
+
+    def _retrieval(self, entry, artifacts: Artifacts, progress: bool) -> Retrieval:
+        """The version's retrieval (model.yaml `retrieval`; the fusion weight fixed there or chosen on DEV at
+        registration). The lexical index is shared by all versions of the catalog."""
+        cfg = entry.config.retrieval
+        if cfg.mode == "dense":
+            return Retrieval("dense")
+        catalog = self.state.catalog
+        with self._lexical_lock:
+            if self._lexical is None or self._lexical.catalog_fingerprint != catalog.fingerprint():
+                self._lexical = LexicalIndex.build(catalog, self.config.catalog.cache_dir, progress=progress)
+        registered = (artifacts.manifest.get("retrieval") or {}).get("lexical_weight")
+        weight = cfg.lexical_weight if cfg.lexical_weight is not None else registered
+        return Retrieval(cfg.mode, self._lexical, DEFAULT_LEXICAL_WEIGHT if weight is None else float(weight),
+                         cfg.candidates, catalog)
 
     def _build_index(self, backend, progress: bool) -> VectorIndex:
         """The catalog index of a version; a degraded version derives its own from the inner model's

@@ -28,6 +28,7 @@ from inference_server.catalog.types import CatalogConfig
 from inference_server.models.backend import ModelSpec
 
 __all__ = [
+    "ABTestConfig",
     "AdminConfig",
     "AppConfig",
     "BatchingConfig",
@@ -239,6 +240,17 @@ class AdminConfig(Section):
 # ---------------------------------------------------------------------------------------------
 
 
+class ABTestConfig(Section):
+    """`ab_test:` section: the sequential A/B test of a canary against the stable version (lifecycle/ab_test.py)."""
+
+    enabled: bool = True
+    primary_metric: Literal["ctr", "add_to_cart", "conversion"] = "ctr"   # what promote/rollback decide on
+    alpha: Annotated[float, Field(gt=0, lt=0.5)] = 0.05      # false-decision rate, valid under continuous monitoring
+    mixture_sd: Annotated[float, Field(gt=0, le=1)] = 0.02   # tau: sd of the normal mixture over rate differences
+    min_requests: PositiveInt = 1000                         # per arm, before any decision
+    endpoints: list[Literal["search", "rank", "recommend"]] = Field(default_factory=lambda: ["search", "rank", "recommend"])
+
+
 class AppConfig(Section):
     """The whole server configuration: every top-level section, each with its defaults."""
 
@@ -253,6 +265,7 @@ class AppConfig(Section):
     drift: DriftConfig = Field(default_factory=DriftConfig)
     feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
     admin: AdminConfig = Field(default_factory=AdminConfig)
+    ab_test: ABTestConfig = Field(default_factory=ABTestConfig)
 
 
 def parse_config(raw: Mapping[str, Any] | None) -> AppConfig:

@@ -29,6 +29,7 @@ from inference_server.catalog.index import VectorIndex
 from inference_server.catalog.lexical_index import LexicalIndex
 from inference_server.config import AppConfig, ConfigError, TrafficConfig
 from inference_server.models.degrade import DegradeConfig, DegradedBackend, maybe_degrade
+from inference_server.lifecycle.ab_test import ABTestCollector, ABTestMonitor, feedback_counts
 from inference_server.lifecycle.drift import DriftCollector, DriftConfig, DriftMonitor
 from inference_server.lifecycle.faults import FaultInjector, FaultMetrics, InjectedFault
 from inference_server.lifecycle.feedback import FeedbackMetrics, FeedbackStore
@@ -152,7 +153,8 @@ class ModelLifecycle:
         self.repository = ModelRepository.from_config(self.repo_config)
         self.metrics = LifecycleMetrics(registry)
         self.health_metrics = HealthMetrics(registry)
-        self.feedback = FeedbackStore(config.feedback, FeedbackMetrics(registry))
+        feedback_metrics = FeedbackMetrics(registry)
+        self.feedback = FeedbackStore(config.feedback, feedback_metrics)
         self.faults = FaultInjector(FaultMetrics(registry))
         self.router = TrafficRouter(self.model, Split.of({"1": 1.0}), history_size=self.traffic_config.history_size)
         self.artifacts: dict[str, Artifacts] = {}
@@ -165,6 +167,9 @@ class ModelLifecycle:
         self._started = False
         registry.register(LifecycleCollector(self))
         registry.register(DriftCollector(lambda: list(self.drift.values())))
+        self.ab_test = ABTestMonitor(self.model, config.ab_test,
+                                     feedback_counts(feedback_metrics, self.model, config.ab_test.endpoints))
+        registry.register(ABTestCollector(self.ab_test, lambda: self.router.split.weights))
         state.router = self.route
         state.response_observers.append(self.on_served)
 
@@ -206,7 +211,7 @@ class ModelLifecycle:
         return {"model": self.model, "versions": out,
                 "traffic": {"weights": split.as_percent(), "shadow": sorted(split.shadow),
                             "stable": stable.as_percent()},
-                "faults": self.faults.describe()}
+                "faults": self.faults.describe(), "ab_tests": self.ab_test.describe()}
 
     # ---- start / stop --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -519,6 +524,7 @@ class ModelLifecycle:
 
     def _sync_versions(self) -> None:
         split = self.router.split
+        self.ab_test.update(split.weights)     # a new canary's test counts from this moment
         for version, mv in self.loaded().items():
             mv.traffic_weight = split.weight(version)
             mv.shadow = version in split.shadow

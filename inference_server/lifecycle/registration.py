@@ -103,17 +103,18 @@ def evaluate_retrieval(queries, index: VectorIndex, query_vectors: Optional[np.n
     """NDCG@k (gain = label - 1) and recall@depth (label >= 2.5) of full-catalog retrieval, each query
     answered by `fuse_search` exactly as /v1/search answers it."""
     ndcgs, recalls = [], []
-    depth = min(depth, len(index.ids))
+    ids = index.ids if index is not None else retrieval.lexical.ids
+    depth = min(depth, len(ids))
     for start in range(0, len(queries), block):
         chunk = queries[start:start + block]
         if retrieval.uses_dense:
-            scores, rows = index.search(query_vectors[start:start + len(chunk)], min(retrieval.depth(depth), len(index.ids)))
+            scores, rows = index.search(query_vectors[start:start + len(chunk)], min(retrieval.depth(depth), len(ids)))
         for offset, query in enumerate(chunk):
             qv = query_vectors[start + offset] if retrieval.uses_dense else None
             _, found = fuse_search(retrieval, index, query.text, qv,
                                    scores[offset] if retrieval.uses_dense else None,
                                    rows[offset] if retrieval.uses_dense else None, depth)
-            ranked = [index.ids[r] for r in found]
+            ranked = [ids[r] for r in found]
             judgments = dict(query.judgments)
             value = _ndcg_gain_minus_one(ranked, judgments, k)
             if value is not None:

@@ -182,6 +182,7 @@ class ModelVersion:
             "warmup_seconds": self.warmup_seconds,
             "index_seconds": self.index_seconds,
             "index_products": len(self.index.ids) if self.index is not None else None,
+            "retrieval": self.retrieval.describe() if self.retrieval is not None else {"mode": "dense"},
             "batching": {
                 "enabled": self.batching.enabled,
                 "max_batch_size": self.batching.max_batch_size,

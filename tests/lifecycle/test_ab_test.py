@@ -9,6 +9,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from inference_server.lifecycle.feedback import FeedbackMetrics
+from tests.lifecycle.conftest import sample
 
 from inference_server.config import ABTestConfig
 from inference_server.lifecycle.ab_test import (
@@ -118,3 +119,33 @@ def test_monitor_follows_the_split_and_exports_gauges():
     weights.update({"2": 1.0})                            # promoted: the test ends
     assert get("inference_ab_test_decision", {"model": "m", "version": "2", "decision": "better"}) is None
     assert monitor.decision("2") is None
+
+
+async def test_promote_alert_acts_only_when_the_ab_test_says_better(lifecycle_client):
+    """Served searches and click feedback drive the server's own A/B test; the promote alert is refused
+    while it says not_yet and promotes once it says better."""
+    from tests.lifecycle.test_alert_webhook import payload
+
+    client = await lifecycle_client(ab_test={"min_requests": 40})
+    resp = await client.post("/v1/admin/models/minilm/versions/2/load", headers=client.auth)
+    assert resp.status == 200, await resp.json()
+    resp = await client.put("/v1/admin/models/minilm/traffic", json={"weights": {"1": 50, "2": 50}}, headers=client.auth)
+    assert resp.status == 200
+    promote = {"alertname": "CanaryWinsABTest", "action": "promote", "model": "minilm", "version": "2",
+               "severity": "info"}
+    early = await (await client.post("/v1/alerts", json=payload("firing", promote), headers=client.auth)).json()
+    assert early["results"][0]["outcome"] == "error" and "not_yet" in early["results"][0]["detail"]
+    assert client.lifecycle.router.split.weight("2") == 0.5
+    # shoppers click version 2's first result every time, version 1's one time in ten
+    for i in range(160):
+        resp = await client.post("/v1/search", json={"query": f"oak table {i % 7}", "k": 5, "user_id": f"ab-{i}"})
+        served = await resp.json()
+        if served["version"] == "2" or i % 10 == 0:
+            click = {"request_id": served["request_id"], "event_id": f"ab-click-{i}", "type": "click",
+                     "product_id": served["results"][0]["id"]}
+            assert (await client.post("/v1/feedback", json=click)).status == 200
+    metrics = await (await client.get("/metrics")).text()
+    assert 'inference_ab_test_decision{decision="better",model="minilm",version="2"} 1.0' in metrics
+    done = await (await client.post("/v1/alerts", json=payload("firing", promote), headers=client.auth)).json()
+    assert done["results"][0]["outcome"] == "ok" and done["traffic"]["weights"] == {"2": 100.0}
+    assert sample(client.registry, "inference_alert_webhook_actions_total", action="promote", outcome="ok") == 1

@@ -449,28 +449,20 @@ def _main_compare(args) -> int:
 
 def _bm25_plain_retrieval(bundle: CatalogBundle, queries: Sequence[JudgedQuery], depth: int, k: int) -> dict:
     """The plain BM25 baseline (un-normalised text) on full-catalog retrieval, scored like the others."""
-    from inference_server.lifecycle.registration import _ndcg_gain_minus_one, RECALL_RELEVANCE
+    from inference_server.lifecycle.registration import RetrievalMetrics
 
     catalog = bundle.catalog
+    metrics = RetrievalMetrics(k, depth)
     ids = catalog.ids()
     bm25 = BM25([p.text() for p in catalog.products])
     terms = bm25.query_matrix([q.text for q in queries])
-    ndcgs, recalls = [], []
     for start in range(0, len(queries), 128):
         block = (terms[start:start + 128] @ bm25.weights.T).toarray()
         for offset, scores in enumerate(block):
             top = np.argpartition(-scores, depth - 1)[:depth]
             top = top[np.lexsort((top, -scores[top]))]
-            ranked = [ids[r] for r in top]
-            judgments = dict(queries[start + offset].judgments)
-            value = _ndcg_gain_minus_one(ranked, judgments, k)
-            if value is not None:
-                ndcgs.append(value)
-            relevant = {pid for pid, g in judgments.items() if g >= RECALL_RELEVANCE}
-            if relevant:
-                recalls.append(len(relevant & set(ranked)) / len(relevant))
-    return {f"ndcg_at_{k}": float(np.mean(ndcgs)), f"recall_at_{depth}": float(np.mean(recalls)),
-            "queries": len(queries)}
+            metrics.add([ids[r] for r in top], dict(queries[start + offset].judgments))
+    return metrics.result(len(queries))
 
 
 def compare_served(config, *, split: str = "test", versions: Optional[Sequence[str]] = None, depth: int = 100,

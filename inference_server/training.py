@@ -289,19 +289,6 @@ def train(weights_dir: Path, table: dict[str, tuple[list[str], list[str]]], cfg:
     return result
 
 
-def weights_sha256(weights_dir: Path) -> str:
-    """sha256 of the version's safetensors file(s), in name order (what `registration` verifies at load)."""
-    digest = hashlib.sha256()
-    files = sorted(Path(weights_dir).glob("*.safetensors"))
-    if not files:
-        raise FileNotFoundError(f"no *.safetensors in {weights_dir}")
-    for file in files:
-        with file.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
 # --------------------------------------------------------------------------- CLI
 
 
@@ -356,6 +343,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     import yaml
 
     from inference_server.config import ConfigError, load_config
+    from inference_server.lifecycle.registration import weights_sha256 as registration_sha256
     from inference_server.lifecycle.repository import ModelRepository, RepositoryError
     from inference_server.models.backend import ModelSpec, resolve_weights_dir
 
@@ -418,7 +406,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                      "final_loss": result.final_loss, "split": "md5(query.strip().lower()) % 10: 0 test, 1 dev, else train",
                      "extra_pairs": len(pairs), "click_log_queries": len(clicks)},
         "data_fingerprint": data_fingerprint(bundle, table),
-        "weights_sha256": weights_sha256(weights_dir),
+        "weights_sha256": registration_sha256(weights_dir),
     }
     (version_dir / "model.yaml").write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
     print(f"wrote {version_dir / 'model.yaml'} ({time.perf_counter() - started:.0f} s)", file=sys.stderr)

@@ -98,41 +98,61 @@ def _ndcg_gain_minus_one(ranked: Sequence[str], judgments: dict[str, float], k: 
     return dcg / idcg
 
 
+class RetrievalMetrics:
+    """NDCG@k (gain = label - 1) and recall@depth (label >= 2.5) accumulated over queries."""
+
+    def __init__(self, k: int, depth: int) -> None:
+        self.k, self.depth = k, depth
+        self.ndcgs: list[float] = []
+        self.recalls: list[float] = []
+
+    def add(self, ranked: Sequence[str], judgments: dict[str, float]) -> None:
+        value = _ndcg_gain_minus_one(ranked, judgments, self.k)
+        if value is not None:
+            self.ndcgs.append(value)
+        relevant = {pid for pid, g in judgments.items() if g >= RECALL_RELEVANCE}
+        if relevant:
+            self.recalls.append(len(relevant & set(ranked)) / len(relevant))
+
+    def result(self, queries: int) -> dict[str, Any]:
+        return {f"ndcg_at_{self.k}": float(np.mean(self.ndcgs)) if self.ndcgs else None,
+                f"recall_at_{self.depth}": float(np.mean(self.recalls)) if self.recalls else None,
+                "queries": queries, "ndcg_queries": len(self.ndcgs), "recall_queries": len(self.recalls)}
+
+
 def evaluate_retrieval(queries, index: VectorIndex, query_vectors: Optional[np.ndarray], retrieval: Retrieval, *,
-                       k: int = 10, depth: int = 100, block: int = 256) -> dict[str, Any]:
+                       k: int = 10, depth: int = 100, block: int = 256,
+                       dense_hits: Optional[tuple[np.ndarray, np.ndarray]] = None) -> dict[str, Any]:
     """NDCG@k (gain = label - 1) and recall@depth (label >= 2.5) of full-catalog retrieval, each query
     answered by `fuse_search` exactly as /v1/search answers it."""
-    ndcgs, recalls = [], []
     ids = index.ids if index is not None else retrieval.lexical.ids
     depth = min(depth, len(ids))
+    metrics = RetrievalMetrics(k, depth)
     for start in range(0, len(queries), block):
         chunk = queries[start:start + block]
-        if retrieval.uses_dense:
+        if retrieval.uses_dense and dense_hits is not None:     # precomputed (deep enough) dense top hits
+            want = min(retrieval.depth(depth), len(ids))
+            scores, rows = dense_hits[0][start:start + len(chunk), :want], dense_hits[1][start:start + len(chunk), :want]
+        elif retrieval.uses_dense:
             scores, rows = index.search(query_vectors[start:start + len(chunk)], min(retrieval.depth(depth), len(ids)))
         for offset, query in enumerate(chunk):
             qv = query_vectors[start + offset] if retrieval.uses_dense else None
             _, found = fuse_search(retrieval, index, query.text, qv,
                                    scores[offset] if retrieval.uses_dense else None,
                                    rows[offset] if retrieval.uses_dense else None, depth)
-            ranked = [ids[r] for r in found]
-            judgments = dict(query.judgments)
-            value = _ndcg_gain_minus_one(ranked, judgments, k)
-            if value is not None:
-                ndcgs.append(value)
-            relevant = {pid for pid, g in judgments.items() if g >= RECALL_RELEVANCE}
-            if relevant:
-                recalls.append(len(relevant & set(ranked)) / len(relevant))
-    return {f"ndcg_at_{k}": float(np.mean(ndcgs)) if ndcgs else None, f"recall_at_{depth}": float(np.mean(recalls)) if recalls else None,
-            "queries": len(queries), "ndcg_queries": len(ndcgs), "recall_queries": len(recalls)}
+            metrics.add([ids[r] for r in found], dict(query.judgments))
+    return metrics.result(len(queries))
 
 
 def choose_lexical_weight(queries, index: VectorIndex, query_vectors: np.ndarray, lexical: LexicalIndex, *,
                           candidates: int = 200, k: int = 10, depth: int = 100) -> tuple[float, dict[str, float]]:
     """The fusion weight with the best DEV NDCG@k on the grid 0, 0.05, ..., 1 (ties: the smaller weight)."""
     table = {}
+    hits = index.search(query_vectors, min(max(candidates, depth), len(index.ids)))   # the dense half, once
     for weight in WEIGHT_GRID:
         retrieval = Retrieval("hybrid", lexical, weight, candidates)
-        table[f"{weight:.2f}"] = evaluate_retrieval(queries, index, query_vectors, retrieval, k=k, depth=depth)[f"ndcg_at_{k}"] or 0.0
+        table[f"{weight:.2f}"] = evaluate_retrieval(queries, index, query_vectors, retrieval, k=k, depth=depth,
+                                                    dense_hits=hits)[f"ndcg_at_{k}"] or 0.0
     best = max(WEIGHT_GRID, key=lambda w: (table[f"{w:.2f}"], -w))
     return best, table
 

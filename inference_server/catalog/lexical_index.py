@@ -190,7 +190,11 @@ class LexicalIndex:
 
     def search(self, query: str, k: int, exclude: Collection[int] = ()) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, rows) for `query`, best first, ties by row; `exclude` rows never returned."""
-        scores = self.scores(query)
+        return self.top(self.scores(query), k, exclude)
+
+    @staticmethod
+    def top(scores: np.ndarray, k: int, exclude: Collection[int] = ()) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, rows) of a score vector from `scores`, best first, ties by row."""
         if exclude:
             scores = scores.copy()
             scores[list(exclude)] = -np.inf

@@ -76,7 +76,7 @@ def fuse_search(retrieval: Retrieval, index: VectorIndex, query: str, query_vect
     if retrieval.mode == "lexical":
         return lexical.search(query, k, exclude)
     lex_all = lexical.scores(query)
-    _, lex_rows = lexical.search(query, retrieval.candidates, exclude) if lex_all.any() else (None, np.zeros(0, np.int64))
+    _, lex_rows = lexical.top(lex_all, retrieval.candidates, exclude) if lex_all.any() else (None, np.zeros(0, np.int64))
     rows = np.unique(np.concatenate([np.asarray(dense_rows, dtype=np.int64), lex_rows]))
     if exclude:
         rows = rows[~np.isin(rows, np.fromiter(exclude, dtype=np.int64))]

@@ -113,19 +113,35 @@ def test_better_version_is_promoted_and_worse_one_rolled_back(tmp_path):
             parts.append(server.log()[-3000:])
             return "\n".join(parts)
 
+        def report(phase: str, seconds: float) -> None:
+            """The A/B figures at decision time (last values Prometheus saw), printed for the record."""
+            figures = {}
+            for name in ("inference_ab_test_requests", "inference_ab_test_rate", "inference_ab_test_p_value"):
+                for sample in prometheus.query(f'last_over_time({name}[10m])'):
+                    labels = sample["metric"]
+                    if labels.get("metric", "ctr") == "ctr":
+                        figures[f"{name} v{labels['version']} {labels.get('role', '')}".strip()] = \
+                            round(float(sample["value"][1]), 4)
+            print(f"\n{phase}: decided and acted on in {seconds:.0f} s; {figures}")
+
         # Phase 1: the better version 1 is the canary against the degraded version 2 -> promoted.
+        t0 = time.monotonic()
         wait_for("version 1 promoted by CanaryWinsABTest",
                  lambda: models()["1"]["traffic_weight"] == 1.0, PHASE_TIMEOUT_S, diagnostics)
+        report("promotion of version 1", time.monotonic() - t0)
         log = server.log()
         assert "CanaryWinsABTest" in log and "promote ok" in log
         # Phase 2: the degraded version 2 as a canary -> rolled back.
         put_json(f"{server.url}/v1/admin/models/minilm/traffic", {"weights": {"1": 60, "2": 40}}, token)
+        t0 = time.monotonic()
         wait_for("version 2 rolled back by CanaryLosesABTest",
                  lambda: models()["2"]["traffic_weight"] == 0.0, PHASE_TIMEOUT_S, diagnostics)
+        report("rollback of version 2", time.monotonic() - t0)
         assert "CanaryLosesABTest" in server.log() and "rollback ok" in server.log()
         status = get_json(f"http://127.0.0.1:{ports.loadgen}/status")
         ctr = {v: t["ctr"] for v, t in status["versions"].items()}
         assert ctr["1"] > ctr["2"], ctr                     # what the shoppers experienced
+        print(f"shoppers' CTR per version over the whole run (loadgen): {ctr}")
     finally:
         for proc in reversed(started):
             proc.stop()

@@ -18,7 +18,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -49,6 +48,8 @@ def main(argv=None) -> int:
     parser.add_argument("--cache-dir", default=str(REPO_ROOT / "var" / "cache" / "embeddings"),
                         help="embedding/lexical cache (reused: the catalog is embedded once)")
     parser.add_argument("--num-threads", type=int, default=1, help="torch threads of the server")
+    parser.add_argument("--work-dir", default=str(REPO_ROOT / "var" / "bench" / "hybrid-latency"),
+                        help="repository, registration state and logs (kept: a re-run skips registration)")
     args = parser.parse_args(argv)
 
     from devstack.components import register_versions
@@ -56,10 +57,11 @@ def main(argv=None) -> int:
     from inference_server.catalog import load_homedepot
     from inference_server.catalog.splits import select_split
 
-    work = Path(tempfile.mkdtemp(prefix="hybrid-latency-"))
+    work = Path(args.work_dir)
     server = None
     try:
         root = work / "models" / "minilm"
+        shutil.rmtree(work / "models", ignore_errors=True)
         shutil.copytree(REPO_ROOT / "models" / "minilm" / "1", root / "1")
         (root / "2").mkdir(parents=True)
         (root / "2" / "model.yaml").write_text("retrieval: {mode: hybrid}\nparent: '1'\n"
@@ -92,7 +94,13 @@ def main(argv=None) -> int:
                         workdir=work, url=f"http://127.0.0.1:{port}", ready_path="/readyz", timeout=1800, env=env,
                         cwd=REPO_ROOT)
         url = f"http://127.0.0.1:{port}"
-        models = {m["version"]: m for m in _request(f"{url}/v1/models", method="GET")["models"]}
+        deadline = time.monotonic() + 600
+        while True:                              # /readyz is ready with one version; wait for both
+            models = {m["version"]: m for m in _request(f"{url}/v1/models", method="GET")["models"]}
+            if all(models.get(v, {}).get("state") == "ready" for v in ("1", "2")) or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert models["2"]["retrieval"]["mode"] == "hybrid", models["2"]
         print("versions:", {v: m["retrieval"] for v, m in models.items()}, flush=True)
         queries = [q.text for q in select_split(load_homedepot().queries, "dev")]
         latencies: dict[str, list[float]] = {"1": [], "2": []}
@@ -123,7 +131,6 @@ def main(argv=None) -> int:
     finally:
         if server is not None:
             server.stop()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

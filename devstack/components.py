@@ -47,10 +47,10 @@ def _merge(base: dict, overrides: dict) -> dict:
 
 
 def register_versions(config_path: Path, *, env: Optional[dict[str, str]] = None, timeout: float = 600.0) -> None:
-    """`make register` for a config: register the versions its policy loads that have no artefacts yet
-    (the server refuses unregistered versions and never registers them itself)."""
+    """Register every version of the config's repository that has no artefacts yet for its catalog (the
+    server refuses unregistered versions and never registers them itself; drills load version 2 later)."""
     proc = subprocess.run([sys.executable, "-m", "inference_server.lifecycle.registration", "--config", str(config_path),
-                           "register", "--policy", "--missing-only", "--no-progress"],
+                           "register", "--all", "--missing-only", "--no-progress"],
                           cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         raise RuntimeError(f"registering the model versions of {config_path} failed:\n{proc.stdout}{proc.stderr}")

@@ -370,6 +370,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         which = p.add_mutually_exclusive_group(required=True)
         which.add_argument("--version", action="append", help="version (repeatable)")
         which.add_argument("--policy", action="store_true", help="the versions model_repository.version_policy loads")
+        which.add_argument("--all", action="store_true", help="every version in the repository (drills included)")
         if command == "register":
             p.add_argument("--missing-only", action="store_true", help="skip versions already registered for this catalog")
             p.add_argument("--into-version-dir", action="store_true",
@@ -395,7 +396,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     repo = ModelRepository.from_config(config.model_repository)
     name = args.model or config.model.name
     try:
-        versions = args.version or repo.select(name, config.model_repository.version_policy)
+        versions = args.version or (repo.versions(name) if args.all else
+                                    repo.select(name, config.model_repository.version_policy))
         if args.command == "register":
             status = 0
             catalog = load_catalog(config.catalog).catalog if args.missing_only else None

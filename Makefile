@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help setup tools venv test compose-test images run bench eval clean
+.PHONY: help setup tools venv test compose-test images run bench eval register finetune clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -36,14 +36,21 @@ images: tools ## build the Docker images on a machine without Docker Hub (docker
 	@bash docker/ensure_dockerd.sh
 	@bash docker/build_images.sh
 
-run: setup ## run the whole stack on localhost (Ctrl-C stops it)
+run: setup ## run the whole stack on localhost (Ctrl-C stops it; registers missing versions first)
 	$(PY) scripts/run_stack.py
 
 bench: setup ## run the benchmarks (prints figures; not part of the tests)
 	$(PY) benchmarks/serving.py
 
-eval: setup ## offline search quality (NDCG@10, MRR) on the Home Depot judgments
-	$(PY) -m inference_server.evaluate
+eval: setup ## TEST-split retrieval (NDCG@10, recall@100): BM25, normalised BM25, base model, served versions
+	$(PY) -m inference_server.evaluate --compare
+
+register: setup ## register the versions the server config loads (golden set, drift reference, evaluation, sha256)
+	$(PY) -m inference_server.lifecycle.registration register --policy --missing-only
+
+FINETUNE_ARGS ?= --time-budget 3600
+finetune: setup ## fine-tune the encoder on the TRAIN split into a new registered version (docs/training.md)
+	$(PY) -m inference_server.training $(FINETUNE_ARGS)
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) var .pytest_cache

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -45,6 +46,16 @@ def _merge(base: dict, overrides: dict) -> dict:
     return out
 
 
+def register_versions(config_path: Path, *, env: Optional[dict[str, str]] = None, timeout: float = 600.0) -> None:
+    """Register every version of the config's repository that has no artefacts yet for its catalog (the
+    server refuses unregistered versions and never registers them itself; drills load version 2 later)."""
+    proc = subprocess.run([sys.executable, "-m", "inference_server.lifecycle.registration", "--config", str(config_path),
+                           "register", "--all", "--missing-only", "--no-progress"],
+                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"registering the model versions of {config_path} failed:\n{proc.stdout}{proc.stderr}")
+
+
 def start_inference_server(
     workdir: Path,
     overrides: Optional[dict[str, Any]] = None,
@@ -71,6 +82,7 @@ def start_inference_server(
         "PYTHONUNBUFFERED": "1",
         **(env or {}),
     }
+    register_versions(config_path, env=child_env, timeout=timeout)
     return launch("inference_server", [sys.executable, "-m", "inference_server", "--config", str(config_path)],
                   workdir=workdir, url=f"http://127.0.0.1:{config['server']['port']}", ready_path="/readyz",
                   timeout=timeout, env=child_env, cwd=REPO_ROOT,

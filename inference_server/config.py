@@ -28,6 +28,7 @@ from inference_server.catalog.types import CatalogConfig, IndexConfig
 from inference_server.models.backend import ModelSpec
 
 __all__ = [
+    "ABTestConfig",
     "AdmissionConfig",
     "AdminConfig",
     "AppConfig",
@@ -171,7 +172,9 @@ class ModelRepositoryConfig(Section):
     root: str = "models"                       # relative paths resolve against the working directory
     state_dir: str = "var/model-repository"    # artefacts written at registration
     version_policy: VersionPolicy = Field(default_factory=VersionPolicy)
-    register_missing: bool = True              # write missing artefacts on first load
+    # Removed behaviour, kept as a key so old configs fail clearly: the server never registers (writes the
+    # artefacts of) a version it is about to check; register with `make register` / the training command.
+    register_missing: Literal[False] = False
     golden_queries: PositiveInt = 16           # fixed queries of the golden set
     golden_k: PositiveInt = 10
     drift_reference_queries: PositiveInt = 500  # judged queries used for the drift reference
@@ -280,6 +283,17 @@ class AdminConfig(Section):
 # ---------------------------------------------------------------------------------------------
 
 
+class ABTestConfig(Section):
+    """`ab_test:` section: the sequential A/B test of a canary against the stable version (lifecycle/ab_test.py)."""
+
+    enabled: bool = True
+    primary_metric: Literal["ctr", "add_to_cart", "conversion"] = "ctr"   # what promote/rollback decide on
+    alpha: Annotated[float, Field(gt=0, lt=0.5)] = 0.05      # false-decision rate, valid under continuous monitoring
+    mixture_sd: Annotated[float, Field(gt=0, le=1)] = 0.02   # tau: sd of the normal mixture over rate differences
+    min_requests: PositiveInt = 1000                         # per arm, before any decision
+    endpoints: list[Literal["search", "rank", "recommend"]] = Field(default_factory=lambda: ["search", "rank", "recommend"])
+
+
 class AppConfig(Section):
     """The whole server configuration: every top-level section, each with its defaults."""
 
@@ -295,6 +309,7 @@ class AppConfig(Section):
     feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
     admin: AdminConfig = Field(default_factory=AdminConfig)
     index: IndexConfig = Field(default_factory=IndexConfig)
+    ab_test: ABTestConfig = Field(default_factory=ABTestConfig)
 
 
 def parse_config(raw: Mapping[str, Any] | None) -> AppConfig:

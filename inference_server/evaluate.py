@@ -359,6 +359,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--cache-dir", default="var/cache/embeddings", help="catalog embedding cache")
     parser.add_argument("--json", dest="json_path", default=None, help="also write the figures as JSON here")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--compare", action="store_true",
+                        help="served configurations on one split (make eval): BM25, normalised BM25 and each "
+                             "repository version dense and hybrid, through the /v1/search scoring path")
+    parser.add_argument("--split", choices=("train", "dev", "test"), default="test", help="with --compare")
+    parser.add_argument("--versions", default=None, help="with --compare: comma-separated versions (default: all but drills)")
+    parser.add_argument("--config", default=None, help="with --compare: server config (model repository, catalog)")
     return parser
 
 
@@ -374,6 +380,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     from inference_server.catalog import CatalogError
     from inference_server.models import BackendUnavailable, ModelSpec, create_backend
+
+    if args.compare:
+        return _main_compare(args)
 
     cfg = CatalogConfig(source=args.catalog, seed=args.synthetic_seed, num_products=args.num_products,
                         num_queries=args.num_queries, path=args.data_dir, cache_dir=args.cache_dir,
@@ -404,6 +413,119 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             json.dump(asdict(result), handle, indent=2)
             handle.write("\n")
     return 0
+
+
+def _main_compare(args) -> int:
+    from inference_server.config import ConfigError, load_config
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    overrides = {"source": args.catalog, "path": args.data_dir, "cache_dir": args.cache_dir}
+    config = config.model_copy(update={"catalog": config.catalog.model_copy(update=overrides)})
+    started = time.perf_counter()
+    versions = args.versions.split(",") if args.versions else None
+    rows = compare_served(config, split=args.split, versions=versions, depth=args.depth, k=args.k,
+                          progress=not args.no_progress)
+    bundle = load_catalog(config.catalog)
+    from inference_server.catalog.splits import select_split
+
+    queries = len([q for q in select_split(bundle.queries, args.split) if q.judgments])
+    print(format_comparison(rows, args.split, args.k, args.depth, queries, len(bundle.catalog)))
+    print(f"evaluated in {time.perf_counter() - started:.0f} s")
+    if args.json_path:
+        with open(args.json_path, "w", encoding="utf-8") as handle:
+            json.dump({"split": args.split, "rows": dict(rows)}, handle, indent=2)
+            handle.write("\n")
+    return 0
+
+
+
+
+# --------------------------------------------------------------------------- served configurations (make eval)
+
+
+def _bm25_plain_retrieval(bundle: CatalogBundle, queries: Sequence[JudgedQuery], depth: int, k: int) -> dict:
+    """The plain BM25 baseline (un-normalised text) on full-catalog retrieval, scored like the others."""
+    from inference_server.lifecycle.registration import RetrievalMetrics
+
+    catalog = bundle.catalog
+    metrics = RetrievalMetrics(k, depth)
+    ids = catalog.ids()
+    bm25 = BM25([p.text() for p in catalog.products])
+    terms = bm25.query_matrix([q.text for q in queries])
+    for start in range(0, len(queries), 128):
+        block = (terms[start:start + 128] @ bm25.weights.T).toarray()
+        for offset, scores in enumerate(block):
+            top = np.argpartition(-scores, depth - 1)[:depth]
+            top = top[np.lexsort((top, -scores[top]))]
+            metrics.add([ids[r] for r in top], dict(queries[start + offset].judgments))
+    return metrics.result(len(queries))
+
+
+def compare_served(config, *, split: str = "test", versions: Optional[Sequence[str]] = None, depth: int = 100,
+                   k: int = 10, progress: bool = True, log: Callable[[str], None] = print) -> list[tuple[str, dict]]:
+    """Full-catalog retrieval on one split for BM25, normalised BM25, and each repository version in its
+    served retrieval mode (and dense), every query answered by the `fuse_search` /v1/search uses."""
+    from inference_server.catalog.lexical_index import LexicalIndex
+    from inference_server.catalog.splits import select_split
+    from inference_server.lifecycle.registration import choose_lexical_weight, evaluate_retrieval
+    from inference_server.lifecycle.repository import ModelRepository
+    from inference_server.models import create_backend
+    from inference_server.models.degrade import maybe_degrade
+    from inference_server.serving.retrieval import Retrieval
+
+    bundle = load_catalog(config.catalog)
+    queries = [q for q in select_split(bundle.queries, split) if q.judgments]
+    dev = [q for q in select_split(bundle.queries, "dev") if q.judgments]
+    repo = ModelRepository.from_config(config.model_repository)
+    name = config.model.name
+    lexical = LexicalIndex.build(bundle.catalog, config.catalog.cache_dir, progress=progress)
+    rows = [("BM25 (plain text)", _bm25_plain_retrieval(bundle, queries, depth, k)),
+            ("BM25 normalised (lexical mode)", evaluate_retrieval(queries, None, None, Retrieval("lexical", lexical),
+                                                                 k=k, depth=depth))]
+    for version in versions or repo.versions(name):
+        entry = repo.entry(name, version)
+        if entry.config.degrade.active and versions is None:
+            continue                                    # drills are not candidates
+        spec = entry.model_spec(config.model, repo.state_dir)
+        try:
+            backend = maybe_degrade(create_backend(spec), entry.config.degrade)
+        except Exception as exc:  # noqa: BLE001 - a version whose weights are absent is reported, not fatal
+            log(f"version {version}: not evaluated ({type(exc).__name__}: {exc})")
+            continue
+        try:
+            index = VectorIndex.build(bundle.catalog, backend, config.catalog.cache_dir, progress=progress)
+            vectors = encode_texts(backend, [q.text.strip() for q in queries], 256, progress, desc=f"v{version}: {split} queries")
+            rc = entry.config.retrieval
+            art = repo.load_artifacts(name, version, bundle.catalog)
+            weight = rc.lexical_weight
+            source = "model.yaml"
+            if weight is None and art is not None:
+                weight, source = (art.manifest.get("retrieval") or {}).get("lexical_weight"), "registration (DEV)"
+            if weight is None:
+                dev_vectors = encode_texts(backend, [q.text.strip() for q in dev], 256, progress, desc=f"v{version}: dev queries")
+                weight, _ = choose_lexical_weight(dev, index, dev_vectors, lexical, candidates=rc.candidates, k=k, depth=depth)
+                source = "chosen on DEV now"
+            label = f"v{version}"
+            rows.append((f"{label} dense", evaluate_retrieval(queries, index, vectors, Retrieval("dense"), k=k, depth=depth)))
+            rows.append((f"{label} hybrid w={weight:.2f} ({source})" + (" [served]" if rc.mode == "hybrid" else ""),
+                         evaluate_retrieval(queries, index, vectors, Retrieval("hybrid", lexical, float(weight), rc.candidates),
+                                            k=k, depth=depth)))
+        finally:
+            backend.close()
+    return rows
+
+
+def format_comparison(rows: list[tuple[str, dict]], split: str, k: int, depth: int, queries: int, products: int) -> str:
+    header = f"{'method':<58} {'NDCG@' + str(k):>8} {'recall@' + str(depth):>11}"
+    lines = [f"{split.upper()} split: {queries:,} judged queries, full-catalog retrieval from {products:,} products "
+             f"(NDCG gain = label - 1, unjudged = 0; recall of label >= 2.5)", "", header, "-" * len(header)]
+    for label, m in rows:
+        lines.append(f"{label:<58} {m[f'ndcg_at_{k}']:>8.4f} {m[f'recall_at_{depth}']:>11.4f}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from devstack.localstack import (  # noqa: E402  (after the sys.path line above)
     render_prometheus,
     write_local_secrets,
 )
+from devstack.components import register_versions  # noqa: E402
 from devstack.processes import find_binary, wait_http  # noqa: E402
 from devstack.startup_progress import LogProgress  # noqa: E402
 
@@ -112,6 +113,8 @@ class Stack:
             [self.python, "-m", "devstack.alert_sinks", "--http", f"127.0.0.1:{p.sinks}",
              "--smtp", f"127.0.0.1:{p.smtp}"],
             env=self._env(), url=f"http://127.0.0.1:{p.sinks}/", ready_url=f"http://127.0.0.1:{p.sinks}/healthz")
+        print("registering model versions (make register) ...", flush=True)
+        register_versions(self.args.server_config, env={**os.environ, **self._env(), **self.server_env()})
         server = self.sup.start(
             "inference-server",
             [self.python, "-m", "inference_server", "--config", str(self.args.server_config),

@@ -392,6 +392,31 @@ def model_health() -> Dashboard:
                    "applies; all replicas should show the same value within seconds of a change.", "none",
                    Target('max by (instance, model) (inference_traffic_split_revision{model=~"$model"})',
                           "{{instance}} {{model}}")),
+        timeseries("A/B test: click-through per arm", "CTR (clicks per served request) of the control and the "
+                   "canary since the canary's A/B test started, with 95% Wilson intervals.", "percentunit",
+                   Target(f'max by (model, version, role) (inference_ab_test_rate{{metric="ctr", {MV}}})',
+                          "{{model}}/{{version}} {{role}}"),
+                   Target(f'max by (model, version, role, bound) (inference_ab_test_rate_bound{{metric="ctr", {MV}}})',
+                          "{{model}}/{{version}} {{role}} {{bound}}"), min_value=0),
+        timeseries("A/B test: lift", "Canary minus control, per metric, with its always-valid confidence "
+                   "sequence: a bound crossing 0 is what the sequential test decides on.", "percentunit",
+                   Target(f"max by (model, version, metric) (inference_ab_test_lift{{{MV}}})",
+                          "{{model}}/{{version}} {{metric}}"),
+                   Target(f"max by (model, version, metric, bound) (inference_ab_test_lift_bound{{{MV}}})",
+                          "{{model}}/{{version}} {{metric}} {{bound}}")),
+        timeseries("A/B test: always-valid p-value", "mSPRT p-value of lift = 0 (min over the test's life); "
+                   "a decision needs it at or below ab_test.alpha (0.05) and min_requests per arm.", "none",
+                   Target(f"max by (model, version, metric) (inference_ab_test_p_value{{{MV}}})",
+                          "{{model}}/{{version}} {{metric}}"),
+                   thresholds=[(None, GREEN), (0.05, YELLOW)], min_value=0, max_value=1),
+        table("A/B test: decision and sample size", "The canary's decision on the primary metric (better: "
+              "promoted by CanaryWinsABTest; worse: rolled back by CanaryLosesABTest; not_yet) and the served "
+              "requests counted per arm.", "none",
+              Target(f"max by (model, version, decision) (inference_ab_test_decision{{{MV}}}) == 1",
+                     instant=True, table=True),
+              Target(f"max by (model, version, role) (inference_ab_test_requests{{{MV}}})", instant=True,
+                     table=True),
+              rename={"Value #A": "decision", "Value #B": "requests"}, height=6),
     ]
     return Dashboard("model-health", "Model health and drift",
                      "Which versions are loaded and ready, their traffic split, health checks, and drift of "

@@ -1,4 +1,5 @@
-"""`POST /v1/alerts`: Alertmanager's webhook receiver (payload version 4) that rolls back bad versions.
+"""`POST /v1/alerts`: Alertmanager's webhook receiver (payload version 4) that rolls back bad versions
+and promotes canaries that won their A/B test.
 
 A *firing* alert labelled `action="rollback"` with `model` and `version` labels sets that version's
 traffic weight to 0 and re-normalises the rest of the split (when it held all live traffic, the most
@@ -8,11 +9,15 @@ and retries failures): a version already at weight 0 is a `noop`. The answer is 
 payload is valid, so Alertmanager does not retry alerts that cannot be acted on (those are logged and
 counted with outcome `error`).
 
+A firing `action="promote"` alert gives all live traffic to its version, but only while that version's
+A/B test (lifecycle/ab_test.py) says "better": a stale or forged alert cannot promote a version the
+statistics do not back (outcome `error`); a version already holding all traffic is a `noop`.
+
 Token: `Authorization: Bearer <token>` as configured in Alertmanager's
 `http_config.authorization.credentials_file`; `admin.alerts_token_file`/`alerts_token_env`, its own
 token (never the admin token: without one the webhook is off, and the same token as admin's is a
-config error). Counted in `inference_alert_webhook_actions_total{action, outcome}`: action `rollback` or
-`ignored`; outcome `ok`, `noop`, `error`, `invalid`, `resolved`, `no_action`, `other_model`,
+config error). Counted in `inference_alert_webhook_actions_total{action, outcome}`: action `rollback`,
+`promote` or `ignored`; outcome `ok`, `noop`, `error`, `invalid`, `resolved`, `no_action`, `other_model`,
 `unauthorized`, `forbidden`.
 """
 from __future__ import annotations
@@ -47,21 +52,39 @@ def _act(lc: ModelLifecycle, alert: dict[str, Any]) -> dict[str, Any]:
     labels = alert["labels"]
     out = {"alertname": labels.get("alertname"), "model": labels.get("model"), "version": labels.get("version"),
            "fingerprint": alert["fingerprint"]}
-    if labels.get("action") != "rollback":
+    action = labels.get("action")
+    if action not in ("rollback", "promote"):
         return {**out, "action": "ignored", "outcome": "no_action"}
     if alert["status"] != "firing":
         return {**out, "action": "ignored", "outcome": "resolved"}
     model, version = labels.get("model"), labels.get("version")
     if not model or not version:
-        return {**out, "action": "rollback", "outcome": "invalid",
-                "detail": "a rollback alert needs non-empty model and version labels"}
+        return {**out, "action": action, "outcome": "invalid",
+                "detail": f"a {action} alert needs non-empty model and version labels"}
     if model != lc.model:
         return {**out, "action": "ignored", "outcome": "other_model", "detail": f"this server serves {lc.model!r}"}
+    if action == "promote":
+        return _promote(lc, version, out)
     try:
         split, changed = lc.drain(version)
     except ApiError as exc:
         return {**out, "action": "rollback", "outcome": "error", "detail": exc.message}
     return {**out, "action": "rollback", "outcome": "ok" if changed else "noop", "weights": split.as_percent()}
+
+
+def _promote(lc: ModelLifecycle, version: str, out: dict[str, Any]) -> dict[str, Any]:
+    """All live traffic to `version`, only while its A/B test says "better" (a stale alert changes nothing)."""
+    if lc.router.split.weight(version) >= 1.0:
+        return {**out, "action": "promote", "outcome": "noop", "weights": lc.router.split.as_percent()}
+    decision = lc.ab_test.decision(version)
+    if decision != "better":
+        return {**out, "action": "promote", "outcome": "error",
+                "detail": f"version {version}'s A/B test decision is {decision or 'none (no running test)'}, not better"}
+    try:
+        split = lc.promote(version)
+    except ApiError as exc:
+        return {**out, "action": "promote", "outcome": "error", "detail": exc.message}
+    return {**out, "action": "promote", "outcome": "ok", "weights": split.as_percent()}
 
 
 async def receive_alerts(request: web.Request) -> web.Response:
@@ -80,7 +103,7 @@ async def receive_alerts(request: web.Request) -> web.Response:
     for alert in alerts:
         result = _act(lc, alert)
         counter.labels(result["action"], result["outcome"]).inc()
-        level = logging.WARNING if result["action"] == "rollback" else logging.INFO
+        level = logging.WARNING if result["action"] in ("rollback", "promote") else logging.INFO
         log.log(level, "alert %s (%s) model=%s version=%s -> %s %s%s request_id=%s", result["alertname"],
                 alert["status"], result["model"], result["version"], result["action"], result["outcome"],
                 f": {result['detail']}" if result.get("detail") else "", ctx.request_id)
@@ -101,7 +124,8 @@ def add_alert_routes(app: web.Application) -> None:
                           "(Alertmanager must not be able to load, unload or inject faults)")
     app[ALERTS_AUTH] = BearerAuth(token, "inference-alerts")
     add_route(app, RouteSpec("POST", "/v1/alerts", receive_alerts, "alerts",
-                             "Alertmanager webhook (payload v4): firing action=\"rollback\" alerts drain a version",
+                             "Alertmanager webhook (payload v4): firing action=\"rollback\" alerts drain a version, "
+                             "action=\"promote\" alerts promote an A/B winner",
                              tag="admin", request_schema=AlertmanagerPayload, response_schema={"type": "object"},
                              error_statuses=(400, 401, 403, 415),
                              security=[{"bearerAuth": []}]))

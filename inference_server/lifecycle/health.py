@@ -6,6 +6,8 @@ A version takes traffic only after all three pass at load; the golden check then
 - `finite_weights`: every parameter and buffer of the loaded network is finite (catches corrupt files
   and overflow after a dtype cast); backends without an inspectable network have their weight files
   scanned instead.
+- `registration`: the version is registered for the catalog, its artefact files and weights match the
+  sha256 recorded at registration (`registration.py`; the server never registers what it checks).
 - `golden_set`: the fixed golden queries recorded at registration are embedded again and compared:
   each query's cosine similarity to its reference embedding must be >= `golden_min_cosine`, and the
   share of its reference top-k ids found again in the top-k must be >= `golden_min_topk_overlap`.
@@ -27,7 +29,7 @@ from inference_server.models.backend import EncoderBackend
 
 __all__ = ["CHECKS", "CheckResult", "HealthConfig", "HealthMetrics", "check_finite_weights", "check_golden"]
 
-CHECKS = ("finite_weights", "golden_set", "warmup")
+CHECKS = ("finite_weights", "registration", "golden_set", "warmup")
 
 
 @dataclass

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import threading
 import time
 from typing import Any, Iterable, Optional
 
@@ -25,10 +26,12 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from inference_server.catalog.index import VectorIndex
+from inference_server.catalog.lexical_index import LexicalIndex
 from inference_server.catalog.search_index import build_search_index
 from inference_server.config import AppConfig, ConfigError, TrafficConfig
 from inference_server.models.degrade import DegradeConfig, DegradedBackend, maybe_degrade
 from inference_server.models.parity import run_gate
+from inference_server.lifecycle.ab_test import ABTestCollector, ABTestMonitor, feedback_counts
 from inference_server.lifecycle.drift import DriftCollector, DriftConfig, DriftMonitor
 from inference_server.lifecycle.faults import FaultInjector, FaultMetrics, InjectedFault
 from inference_server.lifecycle.feedback import FeedbackMetrics, FeedbackStore
@@ -46,11 +49,13 @@ from inference_server.lifecycle.repository import (
     ModelRepository,
     ModelRepositoryConfig,
     RepositoryError,
-    build_artifacts,
 )
+from inference_server.lifecycle.registration import check_registration
+from inference_server.models.backend import ModelSpec, resolve_weights_dir
 from inference_server.errors import ApiError
 from inference_server.lifecycle.shared_split import SharedSplit, open_store
 from inference_server.lifecycle.split_store import SplitConflict, SplitStoreError
+from inference_server.serving.retrieval import DEFAULT_LEXICAL_WEIGHT, Retrieval
 from inference_server.serving.scoring import score_endpoint
 from inference_server.serving.state import (
     LoadedParts,
@@ -152,7 +157,8 @@ class ModelLifecycle:
         self.repository = ModelRepository.from_config(self.repo_config)
         self.metrics = LifecycleMetrics(registry)
         self.health_metrics = HealthMetrics(registry)
-        self.feedback = FeedbackStore(config.feedback, FeedbackMetrics(registry), price_of=self._catalog_price)
+        feedback_metrics = FeedbackMetrics(registry)
+        self.feedback = FeedbackStore(config.feedback, feedback_metrics, price_of=self._catalog_price)
         self.faults = FaultInjector(FaultMetrics(registry))
         self.router = TrafficRouter(self.model, Split.of({"1": 1.0}), history_size=self.traffic_config.history_size)
         store_cfg = self.traffic_config.store
@@ -162,11 +168,16 @@ class ModelLifecycle:
         self.artifacts: dict[str, Artifacts] = {}
         self.drift: dict[str, DriftMonitor] = {}
         self._degrade: dict[str, DegradeConfig] = {}
+        self._lexical: Optional[LexicalIndex] = None     # BM25 of the catalog, shared by lexical/hybrid versions
+        self._lexical_lock = threading.Lock()
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task] = set()
         self._started = False
         registry.register(LifecycleCollector(self))
         registry.register(DriftCollector(lambda: list(self.drift.values())))
+        self.ab_test = ABTestMonitor(self.model, config.ab_test,
+                                     feedback_counts(feedback_metrics, self.model, config.ab_test.endpoints))
+        registry.register(ABTestCollector(self.ab_test, lambda: self.router.split.weights))
         state.router = self.route
         state.response_observers.append(self.on_served)
 
@@ -213,7 +224,7 @@ class ModelLifecycle:
         return {"model": self.model, "versions": out,
                 "traffic": {"weights": split.as_percent(), "shadow": sorted(split.shadow),
                             "stable": stable.as_percent()},
-                "faults": self.faults.describe()}
+                "faults": self.faults.describe(), "ab_tests": self.ab_test.describe()}
 
     # ---- start / stop --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -420,8 +431,8 @@ class ModelLifecycle:
         return mv
 
     def _build_version(self, mv: ModelVersion, *, entry, progress: bool) -> LoadedParts:
-        """Builder for `ServingState.load_version` (worker thread): weights -> finite check -> parity gate -> index ->
-        artefacts -> golden check -> warm-up."""
+        """Builder for `ServingState.load_version` (worker thread): weights -> finite check -> parity gate ->
+        index -> registration (artefacts and weights sha256; never written here) -> golden check -> warm-up."""
         started = time.perf_counter()
         degrade = self._degrade.get(mv.version)
         backend = maybe_degrade(self.state.backend_factory(mv.spec), degrade)
@@ -435,23 +446,11 @@ class ModelLifecycle:
                                          time.time()))
             index = self._build_index(backend, progress)
             artifacts = self.repository.load_artifacts(self.model, mv.version, self.state.catalog)
-            if artifacts is None:
-                if not self.repo_config.register_missing:
-                    raise RepositoryError(f"no registration artefacts for catalog {self.state.catalog.name}; run "
-                                          f"`python -m inference_server.lifecycle.repository register --version {mv.version}`")
-                log.info("registering model %s version %s on catalog %s (writing artefacts)", self.model,
-                         mv.version, self.state.catalog.name)
-                rc = self.repo_config
-                golden, drift, evaluation = build_artifacts(
-                    backend, index, self.state.bundle, golden_queries=rc.golden_queries, golden_k=rc.golden_k,
-                    drift_queries=rc.drift_reference_queries, eval_k=rc.eval_k)
-                artifacts = self.repository.write_artifacts(
-                    self.model, mv.version, self.state.catalog, golden, drift, evaluation,
-                    model_fingerprint=backend.fingerprint(), settings={"golden_k": rc.golden_k, "eval_k": rc.eval_k})
-            elif artifacts.manifest.get("model_fingerprint") != backend.fingerprint():
-                log.warning("model %s version %s: weights differ from the registered ones (fingerprint %s, "
-                            "registered %s); the golden check decides", self.model, mv.version,
-                            backend.fingerprint()[:12], str(artifacts.manifest.get("model_fingerprint"))[:12])
+            self._record(mv, check_registration(
+                artifacts, resolve_weights_dir(ModelSpec(weights=mv.spec.weights)),
+                model_yaml_sha256=entry.config.weights_sha256,
+                where=f"model {self.model} version {mv.version} on catalog {self.state.catalog.name}"))
+            retrieval = self._retrieval(entry, artifacts, progress)
             golden = artifacts.golden
             self._record(mv, check_golden(golden, backend.encode(golden.queries), index,
                                           min_cosine=self.health_config.golden_min_cosine,
@@ -465,7 +464,22 @@ class ModelLifecycle:
         except BaseException:
             backend.close()
             raise
-        return LoadedParts(backend, index, load_s, warm_s, artifacts)
+        return LoadedParts(backend, index, load_s, warm_s, artifacts, retrieval)
+
+    def _retrieval(self, entry, artifacts: Artifacts, progress: bool) -> Retrieval:
+        """The version's retrieval (model.yaml `retrieval`; the fusion weight fixed there or chosen on DEV at
+        registration). The lexical index is shared by all versions of the catalog."""
+        cfg = entry.config.retrieval
+        if cfg.mode == "dense":
+            return Retrieval("dense")
+        catalog = self.state.catalog
+        with self._lexical_lock:
+            if self._lexical is None or self._lexical.catalog_fingerprint != catalog.fingerprint():
+                self._lexical = LexicalIndex.build(catalog, self.config.catalog.cache_dir, progress=progress)
+        registered = (artifacts.manifest.get("retrieval") or {}).get("lexical_weight")
+        weight = cfg.lexical_weight if cfg.lexical_weight is not None else registered
+        return Retrieval(cfg.mode, self._lexical, DEFAULT_LEXICAL_WEIGHT if weight is None else float(weight),
+                         cfg.candidates, catalog)
 
     def _build_index(self, backend, progress: bool) -> VectorIndex:
         """The catalog index of a version; a degraded version derives its own from the inner model's
@@ -541,6 +555,7 @@ class ModelLifecycle:
 
     def _sync_versions(self) -> None:
         split = self.router.split
+        self.ab_test.update(split.weights)     # a new canary's test counts from this moment
         for version, mv in self.loaded().items():
             mv.traffic_weight = split.weight(version)
             mv.shadow = version in split.shadow

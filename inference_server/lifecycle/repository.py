@@ -13,8 +13,8 @@ Layout::
 Versions are directories named by a positive integer. Artefacts depend on the catalog the version
 serves (top-k ids), so they are keyed by the catalog's fingerprint; they are *not* keyed by the model
 fingerprint on purpose: weights that change after registration must fail the golden check, not
-silently re-register. `python -m inference_server.lifecycle.repository register` writes them explicitly (with
-progress); the server writes missing ones on first start (`model_repository.register_missing`).
+silently re-register. Only registration (`lifecycle/registration.py`, `make register`, the training
+command) writes them; the server refuses a version without them.
 """
 from __future__ import annotations
 
@@ -28,7 +28,6 @@ import re
 import shutil
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Sequence
@@ -90,6 +89,18 @@ def select_versions(policy: VersionPolicy, available: Sequence[str]) -> list[str
 # ---------------------------------------------------------------------------------------------
 
 
+class RetrievalConfig(Section):
+    """How a version retrieves: dense (cosine), lexical (BM25 over normalised text) or hybrid (fusion).
+
+    Hybrid score = (1 - lexical_weight) * dense cosine + lexical_weight * BM25 / (BM25 max of the query),
+    over the union of both retrievers' top `candidates`; `lexical_weight` null = the weight chosen on
+    DEV at registration (stored in the version's artefacts)."""
+
+    mode: Literal["dense", "lexical", "hybrid"] = "dense"
+    lexical_weight: Optional[Annotated[float, Field(ge=0, le=1)]] = None
+    candidates: Annotated[int, Field(ge=1, le=10000)] = 200
+
+
 class BatchingOverrides(Section):
     """Per-version batching; null keeps the server's `batching:` value."""
 
@@ -114,6 +125,11 @@ class VersionConfig(Section):
     batching: BatchingOverrides = Field(default_factory=BatchingOverrides)
     degrade: DegradeConfig = Field(default_factory=DegradeConfig)
     description: str = ""
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
+    parent: Optional[str] = None                     # version this one was fine-tuned from
+    training: dict[str, Any] = Field(default_factory=dict)   # training config and outcome (informative)
+    data_fingerprint: Optional[str] = None           # sha256 of what it was trained on
+    weights_sha256: Optional[str] = None             # sha256 of the safetensors file(s), verified at load
 
 
 @dataclass
@@ -207,8 +223,14 @@ def _progress(total: int, desc: str, enabled: bool, unit: str = "q"):
 
 def build_artifacts(backend: EncoderBackend, index, bundle, *, golden_queries: int = 16, golden_k: int = 10,
                     drift_queries: int = 500, eval_k: int = 10, batch_size: int = 64,
-                    progress: bool = False) -> tuple[GoldenSet, dict[str, np.ndarray], dict[str, Any]]:
-    """Golden set, drift reference and offline evaluation of `backend` on the catalog of `bundle`."""
+                    progress: bool = False, retrieval=None) -> tuple[GoldenSet, dict[str, np.ndarray], dict[str, Any]]:
+    """Golden set, drift reference and offline evaluation of `backend` on the catalog of `bundle`.
+
+    The golden set checks the encoder (embeddings and dense top-k); the drift reference and the
+    evaluation use the version's `retrieval` (dense when None), i.e. the scores /v1/search returns."""
+    from inference_server.serving.retrieval import Retrieval, fuse_search
+
+    retrieval = retrieval or Retrieval("dense")
     judged = [q for q in bundle.queries if q.text.strip()]
     texts = [q.text for q in judged] or [p.title for p in bundle.catalog.products]
     if not texts:
@@ -228,7 +250,12 @@ def build_artifacts(backend: EncoderBackend, index, bundle, *, golden_queries: i
         for start in range(0, len(ref_texts), batch_size):
             chunk = ref_texts[start:start + batch_size]
             emb = np.asarray(backend.encode(chunk), dtype=np.float32)
-            s, r = index.search(emb, ref_k)
+            s, r = index.search(emb, min(retrieval.depth(ref_k), len(index.ids)))
+            if retrieval.mode != "dense":
+                fused = [fuse_search(retrieval, index, text, e, s_row, r_row, ref_k)
+                         for text, e, s_row, r_row in zip(chunk, emb, s, r)]
+                s = np.stack([f[0] for f in fused])
+                r = np.stack([f[1] for f in fused])
             tokens.extend(backend.token_lengths(chunk))
             depth = min(ref_k, 10) - 1
             top1.extend(float(x) for x in s[:, 0])
@@ -327,7 +354,7 @@ class ModelRepository:
 
     def write_artifacts(self, name: str, version: str, catalog, golden: GoldenSet, drift: dict[str, np.ndarray],
                         evaluation: dict[str, Any], *, model_fingerprint: str, into_version_dir: bool = False,
-                        settings: Optional[dict[str, Any]] = None) -> Artifacts:
+                        settings: Optional[dict[str, Any]] = None, extra: Optional[dict[str, Any]] = None) -> Artifacts:
         shipped, state = self.artifact_dirs(name, version, catalog)
         target = shipped if into_version_dir else state
         manifest = {
@@ -342,6 +369,7 @@ class ModelRepository:
             "golden": {"queries": len(golden.queries), "k": golden.k},
             "drift_reference": {f: int(v.size) for f, v in drift.items()},
             "settings": settings or {},
+            **(extra or {}),
         }
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".register-", dir=target.parent))
@@ -388,6 +416,8 @@ def _read_artifacts(path: Path) -> Artifacts:
 def _write_model_yaml(path: Path, args: argparse.Namespace) -> None:
     doc: dict[str, Any] = {"backend": args.backend, "weights": args.weights, "tokenizer": args.tokenizer,
                            "dtype": args.dtype, "max_seq_length": args.max_seq_length}
+    if getattr(args, "retrieval", None):
+        doc["retrieval"] = {"mode": args.retrieval}
     if args.degrade_noise:
         doc["degrade"] = {"embedding_noise": args.degrade_noise, "seed": args.degrade_seed}
     if args.description:
@@ -396,67 +426,14 @@ def _write_model_yaml(path: Path, args: argparse.Namespace) -> None:
     (path / "model.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
 
 
-def register_version(config, repo: ModelRepository, name: str, version: str, *, into_version_dir: bool = False,
-                     progress: bool = True) -> Artifacts:
-    """Load a version, build its index and write its artefacts (blocking; used by the CLI)."""
-    from inference_server.catalog import load_catalog
-    from inference_server.catalog.index import VectorIndex
-    from inference_server.models.degrade import maybe_degrade
-    from inference_server.models.parity import enforce_parity
-    from inference_server.models.registry import create_backend
-
-    rcfg: ModelRepositoryConfig = config.model_repository
-    entry = repo.entry(name, version)
-    steps = _progress(4, f"register {name}/{version}", progress, unit="step")
-    with steps:
-        steps.set_postfix_str("catalog")
-        bundle = load_catalog(config.catalog)
-        steps.update()
-        steps.set_postfix_str("weights")
-        raw = create_backend(entry.model_spec(config.model, repo.state_dir))
-        backend = maybe_degrade(raw, entry.config.degrade)
-        steps.update()
-        try:
-            enforce_parity(raw)   # a backend/precision unlike the float32 reference is not registered
-            steps.set_postfix_str("index")
-            index = VectorIndex.build(bundle.catalog, backend, config.catalog.cache_dir, progress=progress)
-            steps.update()
-            steps.set_postfix_str("golden set, drift reference, evaluation")
-            golden, drift, evaluation = build_artifacts(
-                backend, index, bundle, golden_queries=rcfg.golden_queries, golden_k=rcfg.golden_k,
-                drift_queries=rcfg.drift_reference_queries, eval_k=rcfg.eval_k, progress=progress)
-            steps.update()
-            return repo.write_artifacts(name, version, bundle.catalog, golden, drift, evaluation,
-                                        model_fingerprint=backend.fingerprint(), into_version_dir=into_version_dir,
-                                        settings={"golden_k": rcfg.golden_k, "eval_k": rcfg.eval_k})
-        finally:
-            backend.close()
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from inference_server.config import load_config
 
     parser = argparse.ArgumentParser(prog="python -m inference_server.lifecycle.repository",
-                                     description="Model repository: register versions (writes golden set, drift "
-                                                 "reference and offline evaluation) and list them.")
+                                     description="Model repository: list versions, their model.yaml and artefacts "
+                                                 "(register with python -m inference_server.lifecycle.registration).")
     parser.add_argument("--config", help="server config YAML (default: config/inference_server.yaml)")
     sub = parser.add_subparsers(dest="command", required=True)
-    reg = sub.add_parser("register", help="register a version: create model.yaml if missing, write artefacts",
-                         description="Load the version, build its catalog index, and write its golden set, drift "
-                                     "reference and offline evaluation for the configured catalog.")
-    reg.add_argument("--model", default=None, help="model name (default: the config's model.name)")
-    reg.add_argument("--version", required=True, help="version number (directory name)")
-    reg.add_argument("--into-version-dir", action="store_true",
-                     help="write artefacts under models/<name>/<version>/artifacts/ instead of the state dir")
-    new = reg.add_argument_group("model.yaml for a new version (ignored when it exists)")
-    new.add_argument("--backend", default="torch", choices=("auto", "torch", "onnxruntime", "tensorrt"))
-    new.add_argument("--weights", default=None, help="weights directory (default: the bundled MiniLM)")
-    new.add_argument("--tokenizer", default=None, help="tokenizer directory (default: the weights directory)")
-    new.add_argument("--dtype", default="auto", choices=("auto", "float32", "float16", "bfloat16"))
-    new.add_argument("--max-seq-length", type=int, default=128)
-    new.add_argument("--degrade-noise", type=float, default=0.0, help="degrade: embedding_noise (drills)")
-    new.add_argument("--degrade-seed", type=int, default=0)
-    new.add_argument("--description", default="")
     lst = sub.add_parser("list", help="list versions, their model.yaml and artefact status")
     lst.add_argument("--model", default=None, help="only this model")
     args = parser.parse_args(argv)
@@ -470,19 +447,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     rcfg: ModelRepositoryConfig = config.model_repository
     repo = ModelRepository.from_config(rcfg)
     try:
-        if args.command == "register":
-            name = args.model or config.model.name
-            path = repo.root / name / args.version
-            if not _VERSION_RE.match(args.version):
-                raise RepositoryError(f"version {args.version!r} is not a positive integer")
-            if not (path / "model.yaml").is_file():
-                _write_model_yaml(path, args)
-                print(f"wrote {path / 'model.yaml'}")
-            started = time.perf_counter()
-            art = register_version(config, repo, name, args.version, into_version_dir=args.into_version_dir)
-            print(f"registered {name}/{args.version} in {time.perf_counter() - started:.1f} s -> {art.path}")
-            print(json.dumps({"evaluation": art.evaluation, "golden": art.manifest["golden"]}, indent=2))
-            return 0
         from inference_server.catalog import load_catalog
 
         catalog = load_catalog(config.catalog).catalog

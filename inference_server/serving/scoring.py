@@ -3,15 +3,18 @@
 The HTTP handlers and shadow traffic both call these functions, so a shadow version is measured on
 exactly what it would have answered. Inputs are validated request fields; the heavy work (encoding,
 full-catalog search) runs in worker threads through the version's batchers, never on the event loop.
+A version's retrieval mode (dense, lexical, hybrid: `retrieval.py`) applies to every endpoint here.
 """
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
 from inference_server.errors import ApiError
+from inference_server.serving.retrieval import fuse_items, fuse_search
 from inference_server.serving.state import ModelVersion, normalise
 
 __all__ = ["Scored", "score_endpoint", "score_rank", "score_recommend", "score_search"]
@@ -39,8 +42,14 @@ def _index(mv: ModelVersion):
 async def score_search(mv: ModelVersion, query: str, k: int, *, deadline: float, request_id: str) -> Scored:
     """Top-k catalog products for a query (encoded and searched in the same batch)."""
     index = _index(mv)
-    encoded = await mv.encode([query], deadline=deadline, request_id=request_id, top_k=k)
-    return Scored([index.ids[r] for r in encoded.rows], [float(s) for s in encoded.scores], encoded.tokens[0],
+    retrieval = mv.retrieval
+    depth = min(retrieval.depth(k), len(index.ids)) if retrieval is not None else k
+    encoded = await mv.encode([query], deadline=deadline, request_id=request_id, top_k=depth)
+    scores, rows = encoded.scores, encoded.rows
+    if retrieval is not None and retrieval.mode != "dense":
+        scores, rows = await asyncio.get_running_loop().run_in_executor(
+            None, fuse_search, retrieval, index, query, encoded.vectors[0], scores, rows, k)
+    return Scored([index.ids[r] for r in rows], [float(s) for s in scores], encoded.tokens[0],
                   encoded.queue_seconds, encoded.compute_seconds)
 
 
@@ -61,6 +70,9 @@ async def score_rank(mv: ModelVersion, query: str, items: Sequence[Mapping[str, 
     if from_catalog:
         vectors[from_catalog] = index.vectors(rows)
     scores = vectors @ encoded.vectors[0]
+    if mv.retrieval is not None and mv.retrieval.mode != "dense":
+        texts = [it["title"] if "title" in it else mv.retrieval.product_text(it["id"]) for it in items]
+        scores = fuse_items(mv.retrieval, query, scores, texts)
     order = np.argsort(-scores, kind="stable")[: min(k or len(items), len(items))]
     return Scored([items[i]["id"] for i in order], [float(scores[i]) for i in order], encoded.tokens[0],
                   encoded.queue_seconds, encoded.compute_seconds,
@@ -77,7 +89,16 @@ async def score_recommend(mv: ModelVersion, history: Sequence[str], k: int) -> S
     k = min(k, len(index) - len(set(rows)))
     if k <= 0:
         return Scored([], [])
-    scores, found = await mv.search_vector(profile, k, exclude=set(rows))
+    retrieval = mv.retrieval
+    if retrieval is None or retrieval.mode == "dense":
+        scores, found = await mv.search_vector(profile, k, exclude=set(rows))
+        return Scored([index.ids[r] for r in found], [float(s) for s in scores])
+    # lexical / hybrid: the history's product texts are the lexical query ("more like these")
+    depth = min(retrieval.depth(k), len(index.ids) - len(set(rows)))
+    dense_scores, dense_rows = await mv.search_vector(profile, depth, exclude=set(rows))
+    text = " ".join(retrieval.product_text(pid) for pid in dict.fromkeys(history))
+    scores, found = await asyncio.get_running_loop().run_in_executor(
+        None, fuse_search, retrieval, index, text, profile, dense_scores, dense_rows, k, set(rows))
     return Scored([index.ids[r] for r in found], [float(s) for s in scores])
 
 

@@ -31,6 +31,7 @@ from inference_server.models.parity import enforce_parity
 from inference_server.models.registry import create_backend
 
 from inference_server.serving.batching import DynamicBatcher, EncodeResult
+from inference_server.serving.retrieval import Retrieval
 from inference_server.serving.vector_search import VectorSearchBatcher
 from inference_server.errors import ApiError
 from inference_server.serving.metrics import ServerMetrics
@@ -68,6 +69,7 @@ class ModelVersion:
         self.batcher: Optional[DynamicBatcher] = None
         self.index: Optional[VectorIndex] = None
         self.searcher: Optional[VectorSearchBatcher] = None   # full-catalog searches by vector, off the loop
+        self.retrieval: Optional[Retrieval] = None            # dense / lexical / hybrid (None = dense)
         self.artifacts: Any = None                            # what the builder registered it with (lifecycle)
         self.load_seconds: Optional[float] = None
         self.warmup_seconds: Optional[float] = None
@@ -117,6 +119,7 @@ class ModelVersion:
     def attach(self, parts: "LoadedParts", metrics: ServerMetrics, retry_after_s: int) -> None:
         """Take the loaded backend and index, start the batchers (on the event loop)."""
         self.backend, self.index, self.artifacts = parts.backend, parts.index, parts.artifacts
+        self.retrieval = parts.retrieval
         self.load_seconds, self.warmup_seconds = parts.load_seconds, parts.warmup_seconds
         self.index_seconds, self.index_from_cache = parts.index.build_seconds, parts.index.from_cache
         self.loaded_at = time.time()
@@ -182,6 +185,7 @@ class ModelVersion:
             "index_seconds": self.index_seconds,
             "index_products": len(self.index) if self.index is not None else None,
             "index_kind": self.index.kind if self.index is not None else None,
+            "retrieval": self.retrieval.describe() if self.retrieval is not None else {"mode": "dense"},
             "batching": {
                 "enabled": self.batching.enabled,
                 "max_batch_size": self.batching.max_batch_size,
@@ -200,6 +204,7 @@ class LoadedParts:
     load_seconds: float
     warmup_seconds: float
     artifacts: Any = None
+    retrieval: Optional[Retrieval] = None
 
 
 # Runs in a worker thread: loads, checks and warms up a version's parts; raises when a check fails.

@@ -114,6 +114,7 @@ def server_config(tmp_path, embedding_cache) -> Callable[..., object]:
             # One model instance (also the default): tests that gate the worker reason about a
             # single batch at a time (test_model_instances_run_batches_concurrently covers several).
             "batching": {"instances": 1},
+            "model_repository": {"state_dir": str(embedding_cache.parent / "model-repository")},
         }
         for name, values in sections.items():
             raw.setdefault(name, {}).update(values)
@@ -124,6 +125,8 @@ def server_config(tmp_path, embedding_cache) -> Callable[..., object]:
 
 @pytest.fixture
 def make_client(aiohttp_client, shared_backend, server_config):
+    from inference_server.lifecycle.registration import ensure_registered
+
     """Start an in-process app: `await make_client(wrap=GatedBackend, batching={...})` -> client.
 
     The client has `.app`, `.backend` (the wrapper in use) and the initial load has finished
@@ -134,6 +137,8 @@ def make_client(aiohttp_client, shared_backend, server_config):
                     wait_ready: bool = True, backend_factory=None, **sections):
         config = server_config(**sections)
         holder: dict = {}
+        # what `make register` does before a server starts: the server never registers what it checks
+        ensure_registered(config, backend_factory=lambda spec: DelegatingBackend(shared_backend, spec))
 
         def factory(spec: ModelSpec) -> EncoderBackend:
             holder["backend"] = wrap(shared_backend)

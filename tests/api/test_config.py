@@ -96,7 +96,7 @@ def test_env_override_errors_name_the_key():
 def test_every_section_is_declared_on_the_app_config():
     sections = set(AppConfig.model_fields)
     assert sections == {"server", "model", "catalog", "batching", "request_log", "model_repository", "traffic",
-                        "health", "drift", "feedback", "admin", "index"}
+                        "health", "drift", "feedback", "admin", "index", "ab_test"}
     config = parse_config({"traffic": {"weights": {"1": 90, "2": 10}}, "admin": {"token_env": "T"}})
     assert config.traffic.weights == {"1": 90.0, "2": 10.0} and config.admin.token_env == "T"
     assert config.drift.window_size == 2000 and config.model_repository.version_policy.versions == ["1"]

@@ -11,7 +11,7 @@ timing changes; expressions' logic, thresholds, labels, annotations and routes s
   15m -> 1m, 30m -> 2m, 1h -> 4m, 2h -> 8m, 6h -> 24m, 1d -> 96m, 3d -> 288m (`offset`s untouched).
 - Rules: `keep_firing_for:` is divided by `WINDOW_FACTOR` like the windows (the page's 5m -> 20s).
 - Rules: `for:` of the alerts the test drives (`FAST_ALERTS`: the availability page,
-  the canary regressions) -> `FAST_FOR` (3s); every other `for:` keeps its value, so slower alerts
+  the canary regressions, the A/B test's promote and rollback) -> `FAST_FOR` (3s); every other `for:` keeps its value, so slower alerts
   (e.g. the 6h/30m burn rate with `for: 15m`) stay pending and do not add notifications.
 - Alertmanager: `group_wait` -> 1s, `group_interval` -> 2s on every route that sets them (and the
   root); `repeat_interval` unchanged (the Watchdog route's is 1m).
@@ -31,6 +31,8 @@ FAST_ALERTS: tuple[tuple[str, dict[str, str]], ...] = (
     ("CanaryClickThroughRegression", {}),
     ("CanaryErrorRatioRegression", {}),
     ("CanaryLatencyRegression", {}),
+    ("CanaryWinsABTest", {}),
+    ("CanaryLosesABTest", {}),
 )
 PROMETHEUS_GLOBAL = {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "1s"}
 PROMETHEUS_FLAGS = ["--rules.alert.resend-delay=2s"]

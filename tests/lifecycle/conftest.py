@@ -138,7 +138,9 @@ def lifecycle_client(aiohttp_client, shared_model, lifecycle_config):
         return create_backend(spec)
 
     async def start(**sections):
-        app = create_app(lifecycle_config(**sections), backend_factory=factory)
+        config = lifecycle_config(**sections)
+        register_shipped(config, factory)
+        app = create_app(config, backend_factory=factory)
         client = await aiohttp_client(app)
         await app[INITIAL_LOAD]["task"]
         state = app[SERVING_STATE]
@@ -152,6 +154,20 @@ def lifecycle_client(aiohttp_client, shared_model, lifecycle_config):
         return client
 
     return start
+
+
+def register_shipped(config, factory, versions: Sequence[str] = ("1", "2")) -> None:
+    """Register the shipped versions for the test catalog, as `make register` does before a server starts
+    (the server never writes artefacts itself); already registered ones are kept."""
+    from inference_server.catalog import load_catalog
+    from inference_server.lifecycle.registration import register_version
+    from inference_server.lifecycle.repository import ModelRepository
+
+    repo = ModelRepository.from_config(config.model_repository)
+    catalog = load_catalog(config.catalog).catalog
+    for version in versions:
+        if repo.load_artifacts(config.model.name, version, catalog) is None:
+            register_version(config, repo, config.model.name, version, progress=False, backend_factory=factory)
 
 
 def sample(registry, name: str, **labels) -> float:

@@ -122,10 +122,12 @@ def test_cli_help(capsys):
     out = subprocess.run([sys.executable, "-m", "inference_server.lifecycle.repository", "--help"], capture_output=True,
                          text=True, cwd=REPO_ROOT, timeout=60)
     assert out.returncode == 0 and "register" in out.stdout and "list" in out.stdout, out.stderr
+    from inference_server.lifecycle.registration import main as registration_main
     from inference_server.lifecycle.repository import main
 
-    for args in (["register", "--help"], ["list", "--help"]):
+    for cli, args in ((main, ["list", "--help"]), (registration_main, ["register", "--help"]),
+                      (registration_main, ["verify", "--help"])):
         with pytest.raises(SystemExit) as done:
-            main(args)
+            cli(args)
         assert done.value.code == 0
         assert "usage:" in capsys.readouterr().out

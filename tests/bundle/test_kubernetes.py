@@ -239,5 +239,5 @@ def test_quantiles_aggregate_bucket_rates_across_replicas():
             if "_bucket" not in m.group(1).split("histogram_quantile")[0]:
                 continue  # a recorded quantile, aggregated where it was recorded
             checked += 1
-            assert re.match(r"\s*sum\s+by\s*\([^)]*\ble\b[^)]*\)\s*\(\s*rate\(", m.group(1)), (name, expr)
+            assert re.match(r"\s*sum\s+by\s*\([^)]*\ble\b[^)]*\)\s*\(\s*(rate|increase)\(", m.group(1)), (name, expr)
     assert checked >= 5

@@ -133,7 +133,7 @@ async def test_promote_alert_acts_only_when_the_ab_test_says_better(lifecycle_cl
     assert resp.status == 200
     promote = {"alertname": "CanaryWinsABTest", "action": "promote", "model": "minilm", "version": "2",
                "severity": "info"}
-    early = await (await client.post("/v1/alerts", json=payload("firing", promote), headers=client.auth)).json()
+    early = await (await client.post("/v1/alerts", json=payload("firing", promote), headers=client.alerts_auth)).json()
     assert early["results"][0]["outcome"] == "error" and "not_yet" in early["results"][0]["detail"]
     assert client.lifecycle.router.split.weight("2") == 0.5
     # shoppers click version 2's first result every time, version 1's one time in ten
@@ -143,9 +143,9 @@ async def test_promote_alert_acts_only_when_the_ab_test_says_better(lifecycle_cl
         if served["version"] == "2" or i % 10 == 0:
             click = {"request_id": served["request_id"], "event_id": f"ab-click-{i}", "type": "click",
                      "product_id": served["results"][0]["id"]}
-            assert (await client.post("/v1/feedback", json=click)).status == 200
+            assert (await client.post("/v1/feedback", json=click, headers=client.feedback_auth)).status == 200
     metrics = await (await client.get("/metrics")).text()
     assert 'inference_ab_test_decision{decision="better",model="minilm",version="2"} 1.0' in metrics
-    done = await (await client.post("/v1/alerts", json=payload("firing", promote), headers=client.auth)).json()
+    done = await (await client.post("/v1/alerts", json=payload("firing", promote), headers=client.alerts_auth)).json()
     assert done["results"][0]["outcome"] == "ok" and done["traffic"]["weights"] == {"2": 100.0}
     assert sample(client.registry, "inference_alert_webhook_actions_total", action="promote", outcome="ok") == 1

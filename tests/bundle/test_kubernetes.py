@@ -191,7 +191,7 @@ def test_alertmanager_config_routes_rollbacks_to_the_server_with_secret_referenc
     receiver = next(r for r in cfg["spec"]["receivers"] if r["name"] == "rollback")
     hook = receiver["webhookConfigs"][0]
     assert hook["url"].startswith("http://inference-server.") and hook["url"].endswith(":8000/v1/alerts")
-    assert hook["httpConfig"]["authorization"]["credentials"] == {"name": "inference-server", "key": "admin_token"}
+    assert hook["httpConfig"]["authorization"]["credentials"] == {"name": "inference-server", "key": "alerts_token"}  # its own token, never the admin one
     text = json.dumps(cfg)
     assert "hooks.slack.com" not in text and "password\": \"" not in text
 

@@ -78,7 +78,8 @@ def test_better_version_is_promoted_and_worse_one_rolled_back(tmp_path):
                                       extra_args=PROMETHEUS_FLAGS)
         started.append(prometheus)
         server = start_inference_server(tmp_path / "server", {
-            "admin": {"token_file": str(secrets["admin_token"])},
+            "admin": {"token_file": str(secrets["admin_token"]), "alerts_token_file": str(secrets["alerts_token"])},
+            "feedback": {"token_file": str(secrets["feedback_token"])},
             "model_repository": {"state_dir": str(tmp_path / "server" / "model-repository"),
                                  "version_policy": {"kind": "specific", "versions": ["1", "2"]}},
             "traffic": {"weights": {"2": 60, "1": 40}},
@@ -88,7 +89,8 @@ def test_better_version_is_promoted_and_worse_one_rolled_back(tmp_path):
         started.append(server)
         loadgen_cfg = tmp_path / "loadgen.yaml"
         loadgen_cfg.write_text(yaml.safe_dump({
-            "target": {"url": server.url, "admin_token_file": str(secrets["admin_token"]), "timeout_s": 10},
+            "target": {"url": server.url, "admin_token_file": str(secrets["admin_token"]),
+                       "feedback_token_file": str(secrets["feedback_token"]), "timeout_s": 10},
             "rate": {"requests_per_second": 10, "daily_amplitude": 0.0, "max_concurrency": 64},
             "relevance": {"server_config": str(server.extra["config_path"])},
             "report_interval_s": 5, "listen": f"127.0.0.1:{ports.loadgen}", "seed": 5,

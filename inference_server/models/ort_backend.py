@@ -18,7 +18,6 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -33,7 +32,7 @@ from inference_server.models.backend import (
 from inference_server.models.fingerprint import model_fingerprint
 from inference_server.models.onnx_export import DEFAULT_OPSET, INPUT_NAMES, OUTPUT_NAME
 from inference_server.models.pooling import NORMALIZE, POOLING
-from inference_server.models.tokenization import FastTokenizer, Tokenized
+from inference_server.models.tokenization import FastTokenizer, FastTokenizerMixin, Tokenized
 
 __all__ = ["OnnxRuntimeEncoderBackend", "exported_onnx"]
 
@@ -62,7 +61,7 @@ def exported_onnx(spec: ModelSpec, weights_dir: Path, cache_dir: Path, opset: in
     return target, source
 
 
-class OnnxRuntimeEncoderBackend(EncoderBackend):
+class OnnxRuntimeEncoderBackend(FastTokenizerMixin, EncoderBackend):
     """ONNX Runtime CPU session over the exported encoder (see module docstring)."""
 
     backend_name = "onnxruntime"
@@ -145,15 +144,6 @@ class OnnxRuntimeEncoderBackend(EncoderBackend):
             return session
 
     # -- EncoderBackend ----------------------------------------------------------------------
-
-    def token_lengths(self, texts: Sequence[str]) -> list[int]:
-        return self.fast_tokenizer.tokenize(texts).lengths
-
-    def tokenize(self, texts: Sequence[str]) -> Tokenized:
-        return self.fast_tokenizer.tokenize(texts)
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        return self.encode_tokens(self.fast_tokenizer.tokenize(texts))
 
     def encode_tokens(self, batch: Tokenized) -> np.ndarray:
         if not len(batch):

@@ -82,3 +82,19 @@ class FastTokenizer:
         encodings = self._tokenizer.encode_batch(texts, add_special_tokens=True)
         ids = [np.asarray(e.ids, dtype=np.int64) for e in encodings]
         return Tokenized(texts, [len(i) for i in ids], ids, self.pad_id)
+
+
+class FastTokenizerMixin:
+    """`token_lengths`, `tokenize` and `encode` for a backend that holds a `FastTokenizer` as
+    `fast_tokenizer` and implements `encode_tokens`: tokenise once, then run the model."""
+
+    fast_tokenizer: FastTokenizer
+
+    def token_lengths(self, texts: Sequence[str]) -> list[int]:
+        return self.fast_tokenizer.tokenize(texts).lengths
+
+    def tokenize(self, texts: Sequence[str]) -> Tokenized:
+        return self.fast_tokenizer.tokenize(texts)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        return self.encode_tokens(self.fast_tokenizer.tokenize(texts))

@@ -14,7 +14,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import json  # noqa: E402
 import threading  # noqa: E402
-from typing import Sequence  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -24,7 +23,7 @@ from transformers import AutoModel, AutoTokenizer  # noqa: E402
 from inference_server.models.backend import BackendUnavailable, EncoderBackend, ModelSpec, resolve_weights_dir, usable_cpu_count  # noqa: E402
 from inference_server.models.fingerprint import model_fingerprint  # noqa: E402
 from inference_server.models.pooling import NORMALIZE, POOLING, SentenceEncoder  # noqa: E402
-from inference_server.models.tokenization import FastTokenizer, Tokenized  # noqa: E402
+from inference_server.models.tokenization import FastTokenizer, FastTokenizerMixin, Tokenized  # noqa: E402
 
 # transformers 4.56 renamed `torch_dtype` to `dtype` (the old name warns).
 _DTYPE_KWARG = "dtype" if tuple(int(x) for x in transformers.__version__.split(".")[:2]) >= (4, 56) else "torch_dtype"
@@ -71,7 +70,7 @@ def _resolve_dtype(requested: str, device: torch.device) -> torch.dtype:
     return _DTYPES[requested]
 
 
-class TorchEncoderBackend(EncoderBackend):
+class TorchEncoderBackend(FastTokenizerMixin, EncoderBackend):
     """transformers `AutoModel` + mean pooling + L2 norm, run under `torch.inference_mode`.
 
     `tokenizer` (the fast tokenizer) and `module` (the `SentenceEncoder`) are public so the ONNX
@@ -115,15 +114,6 @@ class TorchEncoderBackend(EncoderBackend):
         self.dim = int(transformer.config.hidden_size)
         self._fingerprint: str | None = None
         self._fingerprint_lock = threading.Lock()
-
-    def token_lengths(self, texts: Sequence[str]) -> list[int]:
-        return self.fast_tokenizer.tokenize(texts).lengths
-
-    def tokenize(self, texts: Sequence[str]) -> Tokenized:
-        return self.fast_tokenizer.tokenize(texts)
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        return self.encode_tokens(self.fast_tokenizer.tokenize(texts))
 
     def encode_tokens(self, batch: Tokenized) -> np.ndarray:
         if not len(batch):

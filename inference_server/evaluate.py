@@ -471,7 +471,7 @@ def compare_served(config, *, split: str = "test", versions: Optional[Sequence[s
     served retrieval mode (and dense), every query answered by the `fuse_search` /v1/search uses."""
     from inference_server.catalog.lexical_index import LexicalIndex
     from inference_server.catalog.splits import select_split
-    from inference_server.lifecycle.registration import choose_lexical_weight, evaluate_retrieval
+    from inference_server.lifecycle.registration import choose_lexical_weight, evaluate_retrieval, stale_lexical_rules
     from inference_server.lifecycle.repository import ModelRepository
     from inference_server.models import create_backend
     from inference_server.models.degrade import maybe_degrade
@@ -503,7 +503,7 @@ def compare_served(config, *, split: str = "test", versions: Optional[Sequence[s
             art = repo.load_artifacts(name, version, bundle.catalog)
             weight = rc.lexical_weight
             source = "model.yaml"
-            if weight is None and art is not None:
+            if weight is None and art is not None and not stale_lexical_rules(art):
                 weight, source = (art.manifest.get("retrieval") or {}).get("lexical_weight"), "registration (DEV)"
             if weight is None:
                 dev_vectors = encode_texts(backend, [q.text.strip() for q in dev], 256, progress, desc=f"v{version}: dev queries")

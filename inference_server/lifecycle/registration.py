@@ -53,6 +53,7 @@ __all__ = [
     "evaluate_retrieval",
     "choose_lexical_weight",
     "register_version",
+    "stale_lexical_rules",
     "verify_registration",
     "weights_sha256",
 ]
@@ -272,6 +273,19 @@ def _evaluate_splits(config, repo, name, entry, bundle, backend, index, lexical,
 # ---------------------------------------------------------------------------------------------- verification
 
 
+def stale_lexical_rules(artifacts: Artifacts) -> Optional[str]:
+    """Why a lexical or hybrid registration no longer fits this server's BM25 rules (its fusion weight and
+    evaluation were measured with other normaliser / BM25 / speller rules), or None when it fits."""
+    retrieval = artifacts.manifest.get("retrieval") or {}
+    if retrieval.get("mode", "dense") == "dense":
+        return None
+    registered = retrieval.get("normaliser_fingerprint")
+    if registered == normaliser_fingerprint():
+        return None
+    return (f"registered with lexical rules {str(registered)[:12]}, this server's are {normaliser_fingerprint()[:12]} "
+            f"(the BM25 normaliser changed); register it again")
+
+
 def verify_registration(artifacts: Optional[Artifacts], weights_dir: Path, *, model_yaml_sha256: Optional[str],
                         where: str) -> str:
     """Raise RegistrationError unless the artefacts exist, their files match the manifest's sha256 and
@@ -297,6 +311,9 @@ def verify_registration(artifacts: Optional[Artifacts], weights_dir: Path, *, mo
     if model_yaml_sha256 and model_yaml_sha256 != sha:
         raise RegistrationError(f"{where}: weights sha256 {sha[:16]} differs from model.yaml's weights_sha256 "
                                 f"{model_yaml_sha256[:16]}")
+    stale = stale_lexical_rules(artifacts)
+    if stale:
+        raise RegistrationError(f"{where}: {stale}")
     return f"weights sha256 {sha[:12]} and {len(ARTIFACT_FILES)} artefact files match the registration"
 
 
@@ -328,8 +345,8 @@ def _print_evaluation(art: Artifacts) -> None:
 
 
 def ensure_registered(config, *, backend_factory=None, progress: bool = False) -> list[str]:
-    """Register the versions of the version policy that have no artefacts for the configured catalog
-    (a set-up step run before the server starts: `make register`, the stack runner, test fixtures)."""
+    """Register the versions of the version policy that have no artefacts for the configured catalog, or
+    whose lexical rules are stale (a set-up step run before the server starts: `make register`, the stack runner, test fixtures)."""
     from inference_server.catalog import load_catalog
 
     repo = ModelRepository.from_config(config.model_repository)
@@ -338,7 +355,8 @@ def ensure_registered(config, *, backend_factory=None, progress: bool = False) -
     catalog = load_catalog(config.catalog).catalog
     done = []
     for version in repo.select(config.model.name, config.model_repository.version_policy):
-        if repo.load_artifacts(config.model.name, version, catalog) is None:
+        existing = repo.load_artifacts(config.model.name, version, catalog)
+        if existing is None or stale_lexical_rules(existing):
             register_version(config, repo, config.model.name, version, progress=progress,
                              backend_factory=backend_factory)
             done.append(version)
@@ -412,7 +430,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         raise RepositoryError(f"version {version!r} is not a positive integer")
                     _write_model_yaml(path, args)
                     print(f"wrote {path / 'model.yaml'}")
-                if catalog is not None and repo.load_artifacts(name, version, catalog) is not None:
+                existing = repo.load_artifacts(name, version, catalog) if catalog is not None else None
+                if existing is not None and not stale_lexical_rules(existing):
                     print(f"{name}/{version}: already registered for catalog {catalog.name}")
                     continue
                 status = max(status, register_main(config, repo, name, version, progress=not args.no_progress,

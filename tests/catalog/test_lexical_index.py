@@ -58,3 +58,24 @@ def test_cache_is_keyed_by_catalog_and_reused(tmp_path):
     assert rebuilt.scores("oak table")[4] < again.scores("oak table")[4]
     assert again.apply(catalog(), tmp_path) is again                      # unchanged catalog: same index
     assert len(list(tmp_path.glob("lexical-*"))) == 2
+
+
+def test_misspelt_query_terms_are_corrected_against_the_catalog_vocabulary(tmp_path):
+    index = LexicalIndex.build(catalog(), tmp_path)
+    assert index.query_terms("cordlss dril") == ["cordless", "drill"]           # 1 edit each
+    assert index.query_terms("presure treeted lumbr") == ["pressure", "treated", "lumber"]
+    assert index.query_terms("vanaty") == ["vanity"]
+    assert index.query_terms("cup") == []                 # short terms are never guessed ("cup" is not "copper")
+    assert index.query_terms("zzzzzzzz") == []            # nothing close: dropped, as before
+    _, rows = index.search("husky cordlss dril", 1)
+    assert index.ids[rows[0]] == "P3"
+    # the same correction applies to texts scored for /v1/rank
+    assert index.score_texts("cordlss dril", [TITLES[3], TITLES[0]])[0] > 0
+
+
+def test_speller_leaves_known_numeric_and_short_terms_alone():
+    from inference_server.catalog.query_spelling import QuerySpeller
+
+    speller = QuerySpeller({"drill": 5, "drills": 1, "grill": 2, "3/4": 4, "oak": 3})
+    assert speller.correct(["dril", "oak", "oat", "3/4", "12", "dril"]) == ["drill", "oak", "oat", "3/4", "12", "drill"]
+    assert speller.correct_term("drils") == "drill"            # ties at distance 1 go to the commoner term

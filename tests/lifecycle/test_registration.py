@@ -94,3 +94,26 @@ async def test_registered_hybrid_version_serves_every_endpoint(lifecycle_client,
     assert len(rec["results"]) == 4 and product.id not in [r["id"] for r in rec["results"]]
     models = {m["version"]: m for m in (await (await client.get("/v1/models")).json())["models"]}
     assert models["7"]["retrieval"]["mode"] == "hybrid" and models["7"]["retrieval"]["lexical_weight"] == weight
+
+
+async def test_hybrid_registration_with_other_lexical_rules_is_refused(lifecycle_client, own_repo, lifecycle_config,
+                                                                       shared_model, monkeypatch):
+    """A fusion weight chosen on DEV with other BM25 rules is not what the server would serve: re-register."""
+    from inference_server.lifecycle import registration
+
+    version_dir = Path(own_repo["model_repository"]["root"]) / "minilm" / "8"
+    version_dir.mkdir(parents=True)
+    (version_dir / "model.yaml").write_text("retrieval: {mode: hybrid}\nparent: '1'\ndescription: base model, hybrid\n")
+    config = lifecycle_config(**own_repo)
+    repo = ModelRepository.from_config(config.model_repository)
+    lock = threading.Lock()
+    art = register_version(config, repo, "minilm", "8", progress=False,
+                           backend_factory=lambda spec: SharedBackend(shared_model, lock, spec))
+    assert registration.stale_lexical_rules(art) is None
+    monkeypatch.setattr(registration, "normaliser_fingerprint", lambda: "f" * 64)     # the rules changed since
+    assert "register it again" in registration.stale_lexical_rules(art)
+    client = await lifecycle_client(**own_repo)
+    data = await _load(client, "8", status=422)
+    assert "lexical rules" in data["error"]["message"] and "register it again" in data["error"]["message"]
+    models = {m["version"]: m for m in (await (await client.get("/v1/models")).json())["models"]}
+    assert models["1"]["health"]["registration"]["ok"]                               # dense versions unaffected

@@ -62,7 +62,7 @@ def log_file_groups(paths: Sequence[Path]) -> list[list[Path]]:
     for path in paths:
         match = _ROTATED.match(path.name)
         base = path.with_name(match["base"]) if match else path
-        members = groups.setdefault(base, {path})
+        members = groups.setdefault(base, set())
         members.add(path)
         if base.exists():
             members.add(base)
@@ -192,7 +192,9 @@ class ClickJoin:
         skipped = self.counts.skipped_requests
         endpoint = record.get("endpoint")
         if endpoint not in QUERY_ENDPOINTS:
-            skipped["recommend answers (no query)" if endpoint == "recommend" else "other endpoints"] += 1
+            reason = "recommend answers (no query)" if endpoint == "recommend" else \
+                "other endpoints (feedback posts, admin, ...)"
+            skipped[reason] += 1
             return []
         if record.get("status") != 200:
             skipped["not answered 200"] += 1

@@ -34,7 +34,9 @@ from typing import IO, Callable, Iterator, Optional, Sequence
 
 from tqdm import tqdm
 
-__all__ = ["ClickJoin", "JoinCounts", "log_file_groups", "main", "skip_above"]
+from inference_server.lifecycle.repository import ModelRepository, RepositoryError
+
+__all__ = ["ClickJoin", "JoinCounts", "drill_versions", "log_file_groups", "main", "skip_above"]
 
 QUERY_ENDPOINTS = ("search", "rank")
 DEFAULT_JOIN_WINDOW_S = 1800.0    # = feedback.ttl_s's default: the server accepts no event later than that
@@ -259,8 +261,6 @@ def _seconds(value: object) -> Optional[float]:
 
 def drill_versions(root: Path) -> Callable[[str, str], bool]:
     """`is_drill(model, version)`: true for versions whose model.yaml degrades them on purpose."""
-    from inference_server.lifecycle.repository import ModelRepository, RepositoryError
-
     repo = ModelRepository(root, root)
     known: dict[tuple[str, str], bool] = {}
 

@@ -188,6 +188,8 @@ async def test_served_requests_and_feedback_become_training_examples(lifecycle_c
     resp = await client.post("/v1/feedback", json={"events": events}, headers=client.feedback_auth)
     body = await resp.json()
     assert resp.status == 200 and (body["accepted"], body["duplicates"], len(body["rejected"])) == (5, 1, 2)
+    metrics = await (await client.get("/metrics")).text()
+    assert "business_clicks_total" in metrics and search_query not in metrics and rank_query not in metrics
     await client.app.shutdown()
     await client.app.cleanup()      # flushes the request log's writer thread
 

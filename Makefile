@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help setup tools venv test compose-test images run bench eval register finetune clean
+.PHONY: help setup tools venv test compose-test images run bench eval register finetune clicklog clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -51,6 +51,10 @@ register: setup ## register the versions the server config loads (golden set, dr
 FINETUNE_ARGS ?= --time-budget 3600
 finetune: setup ## fine-tune the encoder on the TRAIN split into a new registered version (docs/training.md)
 	$(PY) -m inference_server.training $(FINETUNE_ARGS)
+
+CLICKLOG_ARGS ?= --request-log var/run/stack/logs/requests.jsonl --out var/clicks.jsonl
+clicklog: setup ## join the stack's request log (queries, clicks) into a click log for finetune (docs/training.md)
+	$(PY) -m inference_server.click_log $(CLICKLOG_ARGS)
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) var .pytest_cache

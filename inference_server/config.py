@@ -140,6 +140,10 @@ class RequestLogConfig(Section):
     backups: NonNegativeInt = 5
     user_id_salt_env: str = "INFERENCE_SERVER_USER_ID_SALT"
     user_id_salt_file: Optional[str] = None
+    # The query text of /v1/search and /v1/rank lines, for the click log (`python -m inference_server.click_log`).
+    # Queries can hold personal data (docs/server.md, "Request log"): false leaves them out.
+    log_queries: bool = True
+    max_query_chars: PositiveInt = 256           # longer queries are logged truncated to this many characters
 
 
 # ---------------------------------------------------------------------------------------------

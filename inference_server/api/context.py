@@ -72,6 +72,7 @@ class RequestContext:
     model: str = ""
     version: str = ""
     user_id: Optional[str] = None
+    query: Optional[str] = None      # search / rank query text, for the request log (never a metric label)
     queue_seconds: Optional[float] = None
     compute_seconds: Optional[float] = None
     result_ids: Optional[list[str]] = None

@@ -10,6 +10,9 @@ The events steer canary rollbacks, so only the site's event source may send them
 Bearer <feedback token>` (`feedback.token_file` / `feedback.token_env`; no token configured = the
 endpoint is off), and each source (client address) may send at most `feedback.max_events_per_s`
 events per second (moving window, the `limits` library): beyond -> 429 `rate_limited` + Retry-After.
+
+Each accepted event is also written to the request log (one `feedback` line, keyed by the served
+request's id), so one log holds both halves of the click-log join (`inference_server/click_log.py`).
 """
 from __future__ import annotations
 
@@ -24,10 +27,11 @@ from limits.strategies import MovingWindowRateLimiter
 
 from inference_server.api.auth import BearerAuth, read_secret
 from inference_server.api.context import LIFECYCLE
-from inference_server.api.context import CONFIG, RouteSpec, add_route
+from inference_server.api.context import CONFIG, REQUEST_LOG, RouteSpec, add_route
 from inference_server.config import ConfigError, FeedbackConfig
 from inference_server.errors import ApiError
 from inference_server.api.schemas import FEEDBACK_BODY, read_json
+from inference_server.lifecycle.feedback import FeedbackResult
 
 __all__ = ["FEEDBACK_AUTH", "SourceRateLimit", "add_feedback_routes", "feedback_token"]
 
@@ -74,6 +78,17 @@ FEEDBACK_RESPONSE = {
 }
 
 
+def _ingest(request: web.Request, events: list) -> FeedbackResult:
+    """Join the events and write the accepted ones to the request log."""
+    result = request.app[LIFECYCLE].feedback.ingest(events)
+    request_log = request.app[REQUEST_LOG]
+    for event in result.accepted_events:
+        request_log.write_feedback(request_id=event.request_id, event_id=event.event_id, event_type=event.type,
+                                   product_id=event.product_id, position=event.position,
+                                   endpoint=event.endpoint, model=event.model, version=event.version)
+    return result
+
+
 async def post_feedback(request: web.Request) -> web.Response:
     """Record click / add-to-cart / purchase events against served requests."""
     lifecycle = request.app[LIFECYCLE]
@@ -94,9 +109,9 @@ async def post_feedback(request: web.Request) -> web.Response:
         if len(events) > limit:
             raise ApiError.validation(f"events has {len(events)} entries, over the limit of {limit}", "events")
         request.app[FEEDBACK_RATE].take(source, len(events))
-        return web.json_response(store.ingest(events).as_json())
+        return web.json_response(_ingest(request, events).as_json())
     request.app[FEEDBACK_RATE].take(source, 1)
-    result = store.ingest([body])
+    result = _ingest(request, [body])
     if result.rejected:
         rejected = result.rejected[0]
         raise ApiError(_STATUS.get(rejected["code"], 400), rejected["code"], rejected["message"],

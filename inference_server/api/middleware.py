@@ -134,6 +134,7 @@ async def observe_requests(request: web.Request, handler) -> web.StreamResponse:
             result_ids=ctx.result_ids,
             user_id=ctx.user_id,
             error=ctx.error_code,
+            query=ctx.query,
         )
     return response
 

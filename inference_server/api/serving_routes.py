@@ -84,6 +84,7 @@ async def _serve(request: web.Request, endpoint: str, products_of=None) -> web.R
     ctx, state = request[REQUEST_CONTEXT], app[SERVING_STATE]
     body = await read_json_body(request, getattr(app[SCHEMAS], endpoint), app[CONFIG].server.max_body_bytes)
     ctx.user_id = body.get("user_id")
+    ctx.query = body.get("query")
     if products_of is not None:
         _require_products(state, *products_of(body))
     mv = _route(state, ctx, endpoint)

@@ -33,6 +33,7 @@ from inference_server.config import FeedbackConfig
 from inference_server.errors import ApiError
 
 __all__ = [
+    "AcceptedEvent",
     "EVENT_TYPES",
     "FeedbackCounts",
     "FeedbackConfig",
@@ -143,11 +144,26 @@ class ServedRequest:
             return None
 
 
+@dataclass(frozen=True, slots=True)
+class AcceptedEvent:
+    """One counted event with its served request's facts: what the request log records (click log input)."""
+
+    request_id: str
+    event_id: str
+    type: str
+    product_id: str
+    position: int                 # 1-based, checked against the answer
+    endpoint: str
+    model: str
+    version: str
+
+
 @dataclass
 class FeedbackResult:
     accepted: int = 0
     duplicates: int = 0
     rejected: list[dict[str, Any]] = field(default_factory=list)
+    accepted_events: list[AcceptedEvent] = field(default_factory=list)   # not part of the HTTP answer
 
     def as_json(self) -> dict[str, Any]:
         return {"accepted": self.accepted, "duplicates": self.duplicates, "rejected": self.rejected}
@@ -278,7 +294,7 @@ class FeedbackStore:
         for index, raw in enumerate(events):
             kind = raw.get("type") if isinstance(raw, dict) and raw.get("type") in EVENT_TYPES else "unknown"
             try:
-                outcome = self._ingest_one(raw, now)
+                accepted = self._ingest_one(raw, now)
             except EventRejected as exc:
                 outcome = "invalid" if exc.code == "validation" else exc.code
                 entry = {"index": index, "code": exc.code, "message": exc.message}
@@ -286,18 +302,22 @@ class FeedbackStore:
                     entry["field"] = exc.field
                 result.rejected.append(entry)
             else:
-                if outcome == "accepted":
-                    result.accepted += 1
-                else:
+                if accepted is None:
+                    outcome = "duplicate"
                     result.duplicates += 1
+                else:
+                    outcome = "accepted"
+                    result.accepted += 1
+                    result.accepted_events.append(accepted)
             self.metrics.event(kind, outcome).inc()
         return result
 
-    def _ingest_one(self, raw: Any, now: float) -> str:
+    def _ingest_one(self, raw: Any, now: float) -> Optional[AcceptedEvent]:
+        """The accepted event, None for a duplicate; raises `EventRejected`."""
         event = self._validate(raw)
         event_id = event["event_id"]
         if event_id in self._event_ids:
-            return "duplicate"
+            return None
         rid = event["request_id"]
         req = self._requests.get(rid)
         if req is None:
@@ -351,7 +371,7 @@ class FeedbackStore:
         self._event_ids[event_id] = now
         while len(self._event_ids) > self.config.max_event_ids:
             self._event_ids.popitem(last=False)
-        return "accepted"
+        return AcceptedEvent(rid, event_id, kind, event["product_id"], position, req.endpoint, req.model, req.version)
 
     @staticmethod
     def _validate(raw: Any) -> dict[str, Any]:

@@ -4,6 +4,11 @@ Lines are handed to a `QueueHandler` and written by a `QueueListener` thread int
 file (`RotatingFileHandler`), so file I/O never blocks the event loop. User ids are never written:
 only a salted SHA-256 (salt from env or a file, never the YAML), so lines of one shopper can be
 correlated without revealing who it is.
+
+Two kinds of line (`record`): `request` (one per request; search and rank lines carry the query text,
+truncated to `request_log.max_query_chars`, unless `request_log.log_queries` is false) and `feedback`
+(one per accepted feedback event, keyed by the served request's id). Together they are both halves of
+the join that `python -m inference_server.click_log` turns into training data.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 from inference_server.config import ConfigError, RequestLogConfig
 
@@ -129,18 +134,34 @@ class RequestLog:
         result_ids: Optional[list[str]] = None,
         user_id: Optional[str] = None,
         error: Optional[str] = None,
+        query: Optional[str] = None,
     ) -> None:
         if self._listener is None:
             return
         self._records.put((time.time(), request_id, method, path, endpoint, model, version, status, queue_seconds,
-                           compute_seconds, total_seconds, result_ids, user_id, error))
+                           compute_seconds, total_seconds, result_ids, user_id, error, query))
+
+    def write_feedback(self, *, request_id: str, event_id: str, event_type: str, product_id: str, position: int,
+                       endpoint: str, model: str, version: str) -> None:
+        """One accepted feedback event, keyed by the served request's id (no user id: events carry none)."""
+        if self._listener is None:
+            return
+        self._records.put(_Feedback(time.time(), request_id, event_id, event_type, product_id, position,
+                                    endpoint, model, version))
 
     def format(self, raw: tuple) -> str:
-        """One JSON line from what `write` enqueued (runs in the writer thread)."""
+        """One JSON line from what `write` or `write_feedback` enqueued (runs in the writer thread)."""
+        if isinstance(raw, _Feedback):
+            line = {"time": _iso(raw.at), "record": "feedback", **raw._asdict()}
+            del line["at"]
+            return json.dumps(line, separators=(",", ":"), ensure_ascii=False)
         (at, request_id, method, path, endpoint, model, version, status, queue_seconds, compute_seconds,
-         total_seconds, result_ids, user_id, error) = raw
+         total_seconds, result_ids, user_id, error, query) = raw
+        if query is not None:
+            query = query[:self.config.max_query_chars] if self.config.log_queries else None
         record: dict[str, Any] = {
-            "time": datetime.fromtimestamp(at, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "time": _iso(at),
+            "record": "request",
             "request_id": request_id,
             "method": method,
             "path": path,
@@ -154,6 +175,7 @@ class RequestLog:
             "result_ids": result_ids,
             "user_id_hash": self.hash_user(user_id),
             "error": error,
+            "query": query,
         }
         return json.dumps(record, separators=(",", ":"), ensure_ascii=False)
 
@@ -177,6 +199,24 @@ class _RecordWriter(logging.handlers.QueueListener):
     def prepare(self, record):
         return logging.makeLogRecord({"msg": self._log.format(record), "levelno": logging.INFO,
                                       "levelname": "INFO"})
+
+
+class _Feedback(NamedTuple):
+    """What `write_feedback` enqueues; field names are the line's keys (`at` becomes `time`)."""
+
+    at: float
+    request_id: str
+    event_id: str
+    type: str
+    product_id: str
+    position: int
+    endpoint: str
+    model: str
+    version: str
+
+
+def _iso(at: float) -> str:
+    return datetime.fromtimestamp(at, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _ms(seconds: Optional[float]) -> Optional[float]:

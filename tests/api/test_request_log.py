@@ -1,4 +1,5 @@
-"""Request log: one JSON line per request with the latency split and hashed user ids; rotation."""
+"""Request log: one JSON line per request with the latency split, hashed user ids and the (bounded) query;
+feedback lines; rotation."""
 from __future__ import annotations
 
 import hashlib
@@ -34,9 +35,33 @@ async def test_one_json_line_per_request(make_client, tmp_path):
     assert ok["time"].endswith("Z") and "T" in ok["time"]
     expected_hash = hashlib.sha256(b"test-salt\x00alice@example.com").hexdigest()
     assert ok["user_id_hash"] == expected_hash
-    assert "alice" not in log_path.read_text() and "garden hose" not in log_path.read_text()
+    assert "alice" not in log_path.read_text()
+    assert ok["record"] == "request" and ok["query"] == "garden hose"
     bad = by_id["log-test-2"]
     assert bad["status"] == 400 and bad["error"] == "validation" and bad["model"] == ""
+
+
+def test_queries_are_bounded_or_left_out_and_feedback_lines_carry_no_user(tmp_path):
+    def run(name: str, **config) -> list[dict]:
+        path = tmp_path / name
+        request_log = RequestLog(RequestLogConfig(path=str(path), **config), salt=b"s")
+        request_log.write(request_id="r1", method="POST", path="/v1/search", endpoint="search", status=200,
+                          total_seconds=0.01, result_ids=["p1", "p2"], user_id="bob", query="x" * 300)
+        request_log.write(request_id="r2", method="POST", path="/v1/recommend", endpoint="recommend", status=200,
+                          total_seconds=0.01, result_ids=["p3"], user_id="bob")
+        request_log.write_feedback(request_id="r1", event_id="e1", event_type="click", product_id="p2", position=2,
+                                   endpoint="search", model="minilm", version="1")
+        request_log.close()
+        return _lines(path)
+
+    searched, recommended, feedback = run("short.jsonl", max_query_chars=10)
+    assert searched["query"] == "x" * 10 and recommended["query"] is None
+    assert feedback == {"time": feedback["time"], "record": "feedback", "request_id": "r1", "event_id": "e1",
+                        "type": "click", "product_id": "p2", "position": 2, "endpoint": "search",
+                        "model": "minilm", "version": "1"}
+    assert feedback["time"].endswith("Z")
+    searched, _, feedback = run("off.jsonl", log_queries=False)
+    assert searched["query"] is None and searched["result_ids"] == ["p1", "p2"] and feedback["position"] == 2
 
 
 def test_rotation_by_size(tmp_path):

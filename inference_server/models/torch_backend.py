@@ -107,6 +107,10 @@ class TorchEncoderBackend(FastTokenizerMixin, EncoderBackend):
             raise BackendUnavailable(f"{self.weights_dir} has no fast tokenizer (tokenizer.json)")
         # Lock-free tokenisation for the serving path (tokenize -> encode_tokens).
         self.fast_tokenizer = FastTokenizer(self.weights_dir, spec.max_seq_length)
+        if getattr(transformer, "pooler", None) is not None:
+            # BERT's pooler (dense + tanh over [CLS]) runs on every pass, but mean pooling never reads it:
+            # ~4 % of a forward pass. Serving only; training keeps it so saved checkpoints stay complete.
+            transformer.pooler = None
         self.module = SentenceEncoder(transformer).to(device).eval()
         self._torch_device = device
         self.device = f"cuda:{device.index}" if device.type == "cuda" else "cpu"

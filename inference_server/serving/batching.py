@@ -74,6 +74,8 @@ class _Job:
     batches: set = field(default_factory=set)   # ids of the batches its texts ran in
     top_k: Optional[int] = None
     hits: Optional[tuple[np.ndarray, np.ndarray]] = None
+    finish_by: float = 0.0          # loop time its answer should be ready by (deadline less the margin)
+    timer: Optional[asyncio.TimerHandle] = None
 
     def fail(self, exc: BaseException) -> None:
         if not self.future.done():
@@ -207,40 +209,49 @@ class DynamicBatcher:
         if wait is not None:
             self._predicted_wait.observe(wait)
         job = _Job(texts=texts, deadline=deadline, request_id=request_id, enqueued=now,
-                   future=loop.create_future(), remaining=len(texts), top_k=top_k)
+                   future=loop.create_future(), remaining=len(texts), top_k=top_k,
+                   finish_by=self.admission.finish_by(now, deadline))
         job.vectors = np.empty((len(texts), self.backend.dim), dtype=np.float32)
         job.tokens = [0] * len(texts)
         self._pending.extend(_Text(job, i) for i in range(len(texts)))
         self._wakeup.set()
-        # The deadline also bounds a batch that is already running (the thread cannot be stopped,
-        # but the caller gets its answer on time). A timer is cheaper than wait_for's extra task.
-        timer = loop.call_at(deadline, self._expire, job)
+        # A job still queued when it can no longer finish in time is shed then (503, early), not at its
+        # deadline; the deadline still bounds a batch that is already running (the thread cannot be
+        # stopped, but the caller gets its answer on time). A timer is cheaper than wait_for's task.
+        job.timer = loop.call_at(self._latest_start(job), self._expire, job)
         try:
             result = await job.future
         except asyncio.CancelledError:
             self._drop(job)
             raise
         finally:
-            timer.cancel()
+            job.timer.cancel()
         self._queue_seconds.observe(result.queue_seconds, exemplar={"request_id": request_id})
         return result
 
+    def _latest_start(self, job: _Job) -> float:
+        """Loop time after which a batch holding this job's texts cannot finish by its `finish_by`."""
+        return job.finish_by - self.admission.cost(min(len(job.texts), self.config.effective_batch_size))
+
     def _expire(self, job: _Job) -> None:
-        """Deadline timer: fail the job with 504 (and count a model timeout if its batch is running)."""
+        """Timer: a job still queued at its latest start is shed (503 `late`); one whose batch is
+        running gets until its deadline, then 504 (the prediction was wrong: counted as a timeout)."""
         if job.future.done():
             return
-        waited_ms = (asyncio.get_running_loop().time() - job.enqueued) * 1000
-        budget_ms = (job.deadline - job.enqueued) * 1000
-        if job.started:
-            self._errors["timeout"].inc()
-            job.fail(ApiError(504, "deadline_exceeded",
-                              f"model did not finish within the request deadline ({budget_ms:.0f} ms)",
-                              retry_after=self.retry_after_s))
+        loop = asyncio.get_running_loop()
+        if not job.started:
+            self._drop(job)
+            self._shed["late"].inc()
+            job.fail(Overloaded("late", f"server overloaded: {(job.deadline - loop.time()) * 1000:.0f} ms left "
+                                "of the request's deadline, less than the expected compute of its batch",
+                                self.retry_after_s))
             return
-        self._drop(job)
-        job.fail(ApiError(504, "deadline_exceeded",
-                          f"request waited {waited_ms:.0f} ms in the batch queue, past its deadline of "
-                          f"{budget_ms:.0f} ms", retry_after=self.retry_after_s))
+        if loop.time() < job.deadline:
+            job.timer = loop.call_at(job.deadline, self._expire, job)
+            return
+        self._errors["timeout"].inc()
+        job.fail(ApiError(504, "deadline_exceeded", f"model did not finish within the request deadline "
+                          f"({(job.deadline - job.enqueued) * 1000:.0f} ms)", retry_after=self.retry_after_s))
 
     def _drop(self, job: _Job) -> None:
         """Remove a job's not-yet-started texts from the queue (client gone or deadline passed)."""
@@ -307,7 +318,9 @@ class DynamicBatcher:
 
     def _take_window(self, size: int, now: float) -> list[_Text]:
         window: list[_Text] = []
-        expected = min(size, len(self._pending))   # texts in this window, for the too-late check
+        # Results are delivered batch by batch, so a text needs time for (at least) one batch; the worker
+        # re-checks before each batch (`_encode_window`).
+        expected = min(size, len(self._pending), self.config.effective_batch_size)
         while self._pending and len(window) < size:
             text = self._pending.popleft()
             job = text.job
@@ -319,7 +332,7 @@ class DynamicBatcher:
                                   f"past its deadline of {(job.deadline - job.enqueued) * 1000:.0f} ms",
                                   retry_after=self.retry_after_s))
                 continue
-            if not job.started and self.admission.too_late(expected, now, job.deadline):
+            if not job.started and self.admission.too_late(expected, now, job.finish_by):
                 self._shed["late"].inc()
                 job.fail(Overloaded("late", f"server overloaded: {(job.deadline - now) * 1000:.0f} ms left of the "
                                     "request's deadline, less than the expected compute of its batch",
@@ -338,49 +351,62 @@ class DynamicBatcher:
             job = text.job
             job.queue_seconds = max(job.queue_seconds, started - job.enqueued)
         token = self.admission.window_started(len(window), started)
+        computed = 0
         try:
-            outcome = await loop.run_in_executor(
+            lengths, batches = await loop.run_in_executor(
                 self._executor, _encode_window, self.backend, [t.job.texts[t.index] for t in window],
                 [t.job.top_k for t in window], max_batch, self.searcher,
+                [t.job.finish_by for t in window], self.admission.cost,
+                lambda lengths, batch: loop.call_soon_threadsafe(self._deliver, window, lengths, batch),
             )
-        except Exception as exc:  # tokenizer failure: fails the whole window
+            computed = sum(len(b[0]) for b in batches if b[3] is None or b[3][0] != "late")
+        except Exception as exc:  # tokenizer failure: fails the whole window (what was not delivered)
             log.exception("model %s/%s failed on a window of %d texts", self.model, self.version, len(window))
             self._errors["exception"].inc()
             self._fail(window, _model_error(f"model raised {type(exc).__name__}", self.retry_after_s))
             return
         finally:
-            self.admission.window_finished(token, len(window), loop.time() - started)
-        lengths, batches = outcome
-        for batch_no, (order, vectors, seconds, error, hits) in enumerate(batches):
-            members = [window[i] for i in order]
-            if error is not None:
-                reason, message = error
-                self._errors[reason].inc()
-                log.error("model %s/%s batch of %d failed: %s", self.model, self.version, len(members), message)
-                self._fail(members, _model_error(message, self.retry_after_s))
+            self.admission.window_finished(token, computed, loop.time() - started)
+
+    def _deliver(self, window: list[_Text], lengths: list[int], batch) -> None:
+        """Event loop: answer the requests of one finished batch (or shed the texts it skipped as late)."""
+        order, vectors, seconds, error, hits = batch
+        members = [window[i] for i in order]
+        if error is not None:
+            reason, message = error
+            if reason == "late":
+                for job in {id(t.job): t.job for t in members}.values():
+                    if not job.future.done():
+                        self._shed["late"].inc()
+                        job.fail(Overloaded("late", message, self.retry_after_s))
+                return
+            self._errors[reason].inc()
+            log.error("model %s/%s batch of %d failed: %s", self.model, self.version, len(members), message)
+            self._fail(members, _model_error(message, self.retry_after_s))
+            return
+        self._compute_seconds.observe(seconds)
+        self._batch_size.observe(len(members))
+        batch_id = id(batch)
+        for row, text in enumerate(members):
+            job = text.job
+            if job.future.done():
+                self._wasted.inc(seconds / len(members))
                 continue
-            self._compute_seconds.observe(seconds)
-            self._batch_size.observe(len(members))
-            for row, text in enumerate(members):
-                job = text.job
-                if job.future.done():
-                    self._wasted.inc(seconds / len(members))
-                    continue
-                job.vectors[text.index] = vectors[row]
-                if row in hits:
-                    job.hits = hits[row]
-                n_tokens = lengths[order[row]]
-                job.tokens[text.index] = n_tokens
-                self._tokens.observe(n_tokens)
-                job.remaining -= 1
-                if batch_no not in job.batches:
-                    job.batches.add(batch_no)
-                    job.compute_seconds += seconds
-                if job.remaining == 0:
-                    scores, rows = job.hits if job.hits is not None else (None, None)
-                    job.future.set_result(
-                        EncodeResult(job.vectors, job.queue_seconds, job.compute_seconds, job.tokens, scores, rows)
-                    )
+            job.vectors[text.index] = vectors[row]
+            if row in hits:
+                job.hits = hits[row]
+            n_tokens = lengths[order[row]]
+            job.tokens[text.index] = n_tokens
+            self._tokens.observe(n_tokens)
+            job.remaining -= 1
+            if batch_id not in job.batches:
+                job.batches.add(batch_id)
+                job.compute_seconds += seconds
+            if job.remaining == 0:
+                scores, rows = job.hits if job.hits is not None else (None, None)
+                job.future.set_result(
+                    EncodeResult(job.vectors, job.queue_seconds, job.compute_seconds, job.tokens, scores, rows)
+                )
 
     @staticmethod
     def _fail(texts: Sequence[_Text], exc: ApiError) -> None:
@@ -403,36 +429,55 @@ def _model_error(message: str, retry_after: int) -> ApiError:
 
 
 def _encode_window(backend: EncoderBackend, texts: list[str], top_ks: list[Optional[int]], max_batch: int,
-                   searcher: Optional[Searcher]):
+                   searcher: Optional[Searcher], finish_by: Optional[list[float]] = None,
+                   cost: Optional[Callable[[int], float]] = None, deliver: Optional[Callable] = None):
     """Worker-thread body: tokenise once, length-sorted batches, encode, check outputs, batched top-k.
 
     Returns (token lengths, [(window positions, vectors, seconds, error, hits)]); error is
     (reason, message) for a batch that raised or produced non-finite vectors; hits maps a row of the
-    batch to its (scores, index rows) when that text asked for top_k.
+    batch to its (scores, index rows) when that text asked for top_k. `deliver(lengths, batch)` gets
+    each batch as soon as it is done, so early batches' requests do not wait for the window's last.
+    With `finish_by` (loop times, i.e. `time.monotonic()`) and `cost` (expected seconds of a batch
+    of n), texts that a batch starting now would finish too late for are not computed: they come
+    back as a batch with error ("late", message), before the batch they would have joined.
     """
     tokens = backend.tokenize(texts)   # once per window: lengths for grouping, ids for the batches
     lengths = tokens.lengths
     order = sorted(range(len(texts)), key=lambda i: lengths[i])
     batches = []
+
+    def done(batch) -> None:
+        batches.append(batch)
+        if deliver is not None:
+            deliver(lengths, batch)
+
     for start in range(0, len(order), max_batch):
         members = order[start:start + max_batch]
+        if finish_by is not None and cost is not None:
+            began = time.monotonic()
+            need = cost(len(members))
+            late = [i for i in members if finish_by[i] - began < need]
+            if late:
+                done((late, None, 0.0, ("late", f"server overloaded: less time left of the request's deadline "
+                                                f"than the expected compute of its batch ({need * 1000:.0f} ms)"), {}))
+                members = [i for i in members if finish_by[i] - began >= need]
+                if not members:
+                    continue
         began = time.perf_counter()
         try:
             vectors = backend.encode_tokens(tokens.select(members))   # padded to this batch's longest
         except Exception as exc:  # noqa: BLE001 - contained per batch, reported by the caller
             log.exception("encode failed")
-            batches.append((members, None, time.perf_counter() - began,
-                            ("exception", f"{type(exc).__name__}: {exc}"), {}))
+            done((members, None, time.perf_counter() - began, ("exception", f"{type(exc).__name__}: {exc}"), {}))
             continue
         seconds = time.perf_counter() - began
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.shape != (len(members), backend.dim):
-            batches.append((members, None, seconds,
-                            ("exception", f"backend returned shape {vectors.shape}, expected "
-                                          f"{(len(members), backend.dim)}"), {}))
+            done((members, None, seconds,
+                  ("exception", f"backend returned shape {vectors.shape}, expected {(len(members), backend.dim)}"), {}))
             continue
         if not np.isfinite(vectors).all():
-            batches.append((members, None, seconds, ("non_finite_output", "model produced non-finite embeddings"), {}))
+            done((members, None, seconds, ("non_finite_output", "model produced non-finite embeddings"), {}))
             continue
         hits = {}
         searching = [row for row, i in enumerate(members) if top_ks[i]]
@@ -442,6 +487,5 @@ def _encode_window(backend: EncoderBackend, texts: list[str], top_ks: list[Optio
             for at, row in enumerate(searching):
                 want = top_ks[members[row]]
                 hits[row] = (scores[at, :want], rows[at, :want])
-        batches.append((members, vectors, seconds, None, hits))
+        done((members, vectors, seconds, None, hits))
     return lengths, batches
-

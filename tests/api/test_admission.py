@@ -46,8 +46,9 @@ def test_admit_predicts_wait_from_busy_instances_and_the_queue():
     with pytest.raises(Overloaded) as info:
         tight.admit(1, 10, now=0.0, deadline=100.0)
     assert info.value.reason == "queue_time"
-    # a 1 s window with the 10 % margin needs more than 1.11 s left
-    assert tight.too_late(10, now=0.0, deadline=1.1) and not tight.too_late(10, now=0.0, deadline=1.2)
+    # the answer is due 10 % of the time left before the deadline; a 1 s window needs 1 s until then
+    assert tight.finish_by(0.0, 1.2) == pytest.approx(1.08)
+    assert tight.too_late(10, now=0.0, finish_by=0.99) and not tight.too_late(10, now=0.0, finish_by=1.01)
 
 
 class SlowBackend(DelegatingBackend):

@@ -102,11 +102,25 @@ class AdmissionController:
         return self.config.enabled and self.model.windows >= self.config.min_windows
 
     # -- windows ---------------------------------------------------------------------------------
+    # A window is dispatched when an instance is free, or (under load) one window ahead while all are
+    # busy; `_busy` holds each dispatched window's expected end, chained behind the instance it waits for.
+    def lanes(self, now: float) -> list[float]:
+        """When each instance is expected to be free: the latest ends of the dispatched windows (a
+        window waiting ahead ends after the one it waits for), `now` for idle instances."""
+        ends = sorted(max(now, end) for end in self._busy.values())[-self.instances:]
+        return ends + [now] * (self.instances - len(ends))
+
     def window_started(self, texts: int, now: float) -> int:
+        """A window was dispatched at `now` (it starts when the first instance is free)."""
         token = self._next_token
         self._next_token += 1
-        self._busy[token] = now + self.model.cost(texts)
+        self._busy[token] = min(self.lanes(now)) + self.model.cost(texts)
         return token
+
+    def window_began(self, token: int, texts: int, at: float) -> None:
+        """The window's instance actually started it at `at`: re-predict its end from there."""
+        if token in self._busy:
+            self._busy[token] = at + self.model.cost(texts)
 
     def window_finished(self, token: int, texts: int, seconds: float) -> None:
         self._busy.pop(token, None)
@@ -116,8 +130,7 @@ class AdmissionController:
     # -- predictions -----------------------------------------------------------------------------
     def predicted_start(self, pending: int, now: float) -> float:
         """Loop time at which a text queued behind `pending` texts would start being computed."""
-        free = [max(now, end) for end in self._busy.values()]
-        free += [now] * max(0, self.instances - len(free))
+        free = self.lanes(now)
         heapq.heapify(free)
         left = pending
         while left > 0:

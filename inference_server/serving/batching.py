@@ -131,6 +131,7 @@ class DynamicBatcher:
         self._executor = ThreadPoolExecutor(max_workers=self.instances,
                                             thread_name_prefix=f"encode-{model}-{version}")
         self._free = self.instances          # instances not running a window
+        self._ahead = 0                      # windows dispatched while every instance was busy (0 or 1)
         self._slot_freed = asyncio.Event()
         self._inflight: set[asyncio.Task] = set()
         self._task: Optional[asyncio.Task] = None
@@ -271,6 +272,15 @@ class DynamicBatcher:
                 await self._wakeup.wait()
                 continue
             if self._free == 0:
+                # Under load, take the next full window while every instance is busy: the worker starts
+                # it the moment an instance is free, instead of idling until the (busy) event loop gets
+                # round to dispatching it. The worker re-checks each text's time left before its batch.
+                if self._ahead == 0 and len(self._pending) >= window_size:
+                    now = loop.time()
+                    window = self._take_window(window_size, now, min(self.admission.lanes(now)))
+                    if window:
+                        self._dispatch(window, ahead=True)
+                    continue
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
                 continue
@@ -291,16 +301,23 @@ class DynamicBatcher:
             if window:
                 self._dispatch(window)
 
-    def _dispatch(self, window: list[_Text]) -> None:
-        """Run `window` on a free instance; the collector goes on collecting meanwhile."""
-        self._free -= 1
+    def _dispatch(self, window: list[_Text], ahead: bool = False) -> None:
+        """Run `window` on a free instance (`ahead`: on the first to be free); the collector goes on
+        collecting meanwhile."""
+        if ahead:
+            self._ahead += 1
+        else:
+            self._free -= 1
         task = asyncio.get_running_loop().create_task(self._run_window_guarded(window))
         self._inflight.add(task)
         task.add_done_callback(self._window_done)
 
     def _window_done(self, task: asyncio.Task) -> None:
         self._inflight.discard(task)
-        self._free += 1
+        if self._ahead:          # the window taken ahead has this instance now
+            self._ahead -= 1
+        else:
+            self._free += 1
         self._slot_freed.set()
 
     async def _run_window_guarded(self, window: list[_Text]) -> None:
@@ -316,7 +333,10 @@ class DynamicBatcher:
             self._errors["exception"].inc()
             self._fail(window, _model_error(f"{type(exc).__name__}", self.retry_after_s))
 
-    def _take_window(self, size: int, now: float) -> list[_Text]:
+    def _take_window(self, size: int, now: float, start: Optional[float] = None) -> list[_Text]:
+        """Up to `size` queued texts for a window taken at `now` that starts at `start` (default now);
+        texts of requests already failed are dropped, those that would finish too late are shed."""
+        start = now if start is None else start
         window: list[_Text] = []
         # Results are delivered batch by batch, so a text needs time for (at least) one batch; the worker
         # re-checks before each batch (`_encode_window`).
@@ -332,7 +352,7 @@ class DynamicBatcher:
                                   f"past its deadline of {(job.deadline - job.enqueued) * 1000:.0f} ms",
                                   retry_after=self.retry_after_s))
                 continue
-            if not job.started and self.admission.too_late(expected, now, job.finish_by):
+            if not job.started and self.admission.too_late(expected, start, job.finish_by):
                 self._shed["late"].inc()
                 job.fail(Overloaded("late", f"server overloaded: {(job.deadline - now) * 1000:.0f} ms left of the "
                                     "request's deadline, less than the expected compute of its batch",
@@ -346,19 +366,24 @@ class DynamicBatcher:
     async def _run_window(self, window: list[_Text]) -> None:
         loop = asyncio.get_running_loop()
         max_batch = self.config.effective_batch_size
-        started = loop.time()
-        for text in window:
-            job = text.job
-            job.queue_seconds = max(job.queue_seconds, started - job.enqueued)
-        token = self.admission.window_started(len(window), started)
+        token = self.admission.window_started(len(window), loop.time())
+        times: list[float] = []   # when the worker began and ended it (time.monotonic(), the loop's clock)
+
+        def work():
+            began = time.monotonic()
+            times.append(began)
+            loop.call_soon_threadsafe(self._window_began, window, token, began)
+            try:
+                return _encode_window(
+                    self.backend, [t.job.texts[t.index] for t in window], [t.job.top_k for t in window],
+                    max_batch, self.searcher, [t.job.finish_by for t in window], self.admission.cost,
+                    lambda lengths, batch: loop.call_soon_threadsafe(self._deliver, window, lengths, batch))
+            finally:
+                times.append(time.monotonic())
+
         computed = 0
         try:
-            lengths, batches = await loop.run_in_executor(
-                self._executor, _encode_window, self.backend, [t.job.texts[t.index] for t in window],
-                [t.job.top_k for t in window], max_batch, self.searcher,
-                [t.job.finish_by for t in window], self.admission.cost,
-                lambda lengths, batch: loop.call_soon_threadsafe(self._deliver, window, lengths, batch),
-            )
+            lengths, batches = await loop.run_in_executor(self._executor, work)
             computed = sum(len(b[0]) for b in batches if b[3] is None or b[3][0] != "late")
         except Exception as exc:  # tokenizer failure: fails the whole window (what was not delivered)
             log.exception("model %s/%s failed on a window of %d texts", self.model, self.version, len(window))
@@ -366,7 +391,14 @@ class DynamicBatcher:
             self._fail(window, _model_error(f"model raised {type(exc).__name__}", self.retry_after_s))
             return
         finally:
-            self.admission.window_finished(token, computed, loop.time() - started)
+            self.admission.window_finished(token, computed, times[1] - times[0] if len(times) == 2 else 0.0)
+
+    def _window_began(self, window: list[_Text], token: int, at: float) -> None:
+        """Event loop: the worker started `window` at `at` (a window taken ahead waits for its instance)."""
+        self.admission.window_began(token, len(window), at)
+        for text in window:
+            job = text.job
+            job.queue_seconds = max(job.queue_seconds, at - job.enqueued)
 
     def _deliver(self, window: list[_Text], lengths: list[int], batch) -> None:
         """Event loop: answer the requests of one finished batch (or shed the texts it skipped as late)."""

@@ -275,11 +275,15 @@ class DynamicBatcher:
                 # Under load, take the next full window while every instance is busy: the worker starts
                 # it the moment an instance is free, instead of idling until the (busy) event loop gets
                 # round to dispatching it. The worker re-checks each text's time left before its batch.
-                if self._ahead == 0 and len(self._pending) >= window_size:
-                    now = loop.time()
-                    window = self._take_window(window_size, now, min(self.admission.lanes(now)))
-                    if window:
-                        self._dispatch(window, ahead=True)
+                if self._ahead == 0:
+                    if len(self._pending) >= window_size:
+                        now = loop.time()
+                        window = self._take_window(window_size, now, min(self.admission.lanes(now)))
+                        if window:
+                            self._dispatch(window, ahead=True)
+                        continue
+                    self._wakeup.clear()          # set by new texts and by a freed instance
+                    await self._wakeup.wait()
                     continue
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
@@ -319,6 +323,7 @@ class DynamicBatcher:
         else:
             self._free += 1
         self._slot_freed.set()
+        self._wakeup.set()
 
     async def _run_window_guarded(self, window: list[_Text]) -> None:
         """No window may leave its requests hanging: any failure answers them with a 503."""

@@ -8,7 +8,9 @@ Prints, in one run on one machine, against a server subprocess (`python -m infer
      share of model compute spent on requests that had already timed out, status counts and the
      server's resident memory after the phase.
 Targets (issue 11): at 3x, goodput >= 0.9 x capacity, p99 of admitted <= deadline, no 500/504,
-wasted compute <= 5 %, memory flat.
+wasted compute <= 5 % (of texts encoded, and of compute seconds by the server's counter), memory flat
+(checked on a repeated phase at the highest load, e.g. `--loads 1.5,3,3,3`: RSS grows by at most 2 %;
+the first phases at a new load grow the allocator's pools and the open connections).
 
 `--server-root DIR` runs the server from another checkout (e.g. a `git worktree` of an older commit)
 so before/after figures come from the same command on the same machine. The load generator is a
@@ -38,6 +40,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 TARGET_GOODPUT = 0.9
 TARGET_WASTED = 0.05
+TARGET_RSS_GROWTH = 0.02   # memory flat: a repeated phase at the highest load grows RSS by at most 2 %
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -314,7 +317,7 @@ def main(argv=None) -> int:
                     print(f"      rss {rss:.0f} MiB ({rss - rss0:+.0f} since the capacity phase, {rss - rss_prev:+.0f} "
                           f"this phase); feedback join store holds {after['feedback_store_requests']:.0f} answers",
                           flush=True)
-                    rss_prev = rss
+                    growth, rss_prev = (rss - rss_prev) / rss_prev, rss
                     if mult == max(loads):
                         checks = {
                             f"goodput >= {TARGET_GOODPUT} x capacity": goodput / capacity >= TARGET_GOODPUT,
@@ -324,6 +327,9 @@ def main(argv=None) -> int:
                             f"wasted compute <= {TARGET_WASTED:.0%}": max(wasted, wasted_s / compute if compute else 0.0)
                             <= TARGET_WASTED,
                         }
+                        if loads[:n].count(mult):   # a repeat of this load: has memory stopped growing?
+                            checks[f"memory flat (RSS {growth * 100:+.1f} % in this repeated phase, "
+                                   f"<= {TARGET_RSS_GROWTH:.0%})"] = growth <= TARGET_RSS_GROWTH
                         for name, ok in checks.items():
                             print(f"target at {mult:g}x: {name}: {'met' if ok else 'NOT met'}")
                             if not ok:

@@ -102,9 +102,10 @@ class AdmissionConfig(Section):
     """`batching.admission`: admit work only when its predicted queue wait + compute fits its deadline."""
 
     enabled: bool = True
-    # Admitted only if predicted wait + compute <= remaining deadline * (1 - deadline_margin).
+    # Admitted only if predicted wait + compute <= remaining deadline * (1 - deadline_margin); the answer
+    # is due by then: texts that a batch would finish later are shed (`late`), not computed.
     deadline_margin: Annotated[float, Field(ge=0, lt=1)] = 0.1
-    max_queue_wait_ms: PositiveNumber = 1000.0   # the queue bounded in time: longer predicted waits are shed
+    max_queue_wait_ms: PositiveNumber = 500.0    # the queue bounded in time: longer predicted waits are shed
     min_windows: PositiveInt = 3                 # windows measured before predictions are trusted
     cost_decay: Annotated[float, Field(gt=0, lt=1)] = 0.9   # forgetting factor of the window-cost fit
 

@@ -68,6 +68,14 @@ def usable_cpu_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def model_threads(instances: int) -> int:
+    """Intra-op threads of each of `instances` model instances on CPU: the usable cores less one, which
+    the event loop (HTTP, JSON, admission control) needs under load, split between the instances; at
+    least 1. With every core given to the model, its threads stall waiting for the one the event loop
+    took, and overload costs compute (benchmarks/overload.py, docs/server.md "Model instances")."""
+    return max(1, (usable_cpu_count() - 1) // max(1, instances))
+
+
 class BackendUnavailable(RuntimeError):
     """The requested backend/device/dtype cannot run on this machine; the message says why."""
 

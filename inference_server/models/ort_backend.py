@@ -26,6 +26,7 @@ from inference_server.models.backend import (
     EncoderBackend,
     ModelSpec,
     default_cache_dir,
+    model_threads,
     resolve_weights_dir,
     usable_cpu_count,
 )
@@ -154,7 +155,7 @@ class OnnxRuntimeEncoderBackend(FastTokenizerMixin, EncoderBackend):
 
     def configure_parallelism(self, instances: int) -> None:
         if self.spec.num_threads is None and instances >= 1:
-            self.threads = max(1, usable_cpu_count() // instances)
+            self.threads = model_threads(instances)
             self._session(self.threads)
 
     def fingerprint(self) -> str:

@@ -20,7 +20,7 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 from transformers import AutoModel, AutoTokenizer  # noqa: E402
 
-from inference_server.models.backend import BackendUnavailable, EncoderBackend, ModelSpec, resolve_weights_dir, usable_cpu_count  # noqa: E402
+from inference_server.models.backend import BackendUnavailable, EncoderBackend, ModelSpec, model_threads, resolve_weights_dir  # noqa: E402
 from inference_server.models.fingerprint import model_fingerprint  # noqa: E402
 from inference_server.models.pooling import NORMALIZE, POOLING, SentenceEncoder  # noqa: E402
 from inference_server.models.tokenization import FastTokenizer, FastTokenizerMixin, Tokenized  # noqa: E402
@@ -131,13 +131,14 @@ class TorchEncoderBackend(FastTokenizerMixin, EncoderBackend):
         return embeddings.to("cpu", torch.float32).numpy()
 
     def configure_parallelism(self, instances: int) -> None:
-        """On CPU, give each concurrent batch an equal share of the cores (unless num_threads is set).
+        """On CPU, give each concurrent batch an equal share of the cores but the event loop's (unless
+        num_threads is set; `model_threads`).
 
         Independent single-threaded forward passes use a small CPU far better than one pass spread
         over all cores by torch's intra-op threads (see docs/server.md, "Model instances").
         """
         if self._torch_device.type == "cpu" and self.spec.num_threads is None and instances >= 1:
-            self.threads = max(1, usable_cpu_count() // instances)
+            self.threads = model_threads(instances)
 
     def _apply_threads(self) -> None:
         """Run this thread's passes with this backend's thread count (a no-op when already so)."""

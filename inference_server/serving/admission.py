@@ -13,8 +13,10 @@ decision uses the *measured service rate*:
   it admits only when that fits the request's remaining deadline (less a safety margin) and the
   predicted queue wait is under `max_queue_wait_ms` (the queue is bounded in time, not only in
   texts). Otherwise the request is shed at once with 503 `overloaded` and `Retry-After`.
-- `AdmissionController.too_late` is asked when a window starts: texts whose remaining time is shorter
-  than the window's expected compute are shed instead of computed for nobody.
+- `AdmissionController.too_late` is asked when a window starts, and the worker asks the same before
+  each batch of the window: texts whose time left (to `finish_by`) is shorter than a batch's expected
+  compute are shed instead of computed for nobody. A request still queued when that time comes is
+  shed then (the batcher's timer), not answered 504 at its deadline.
 
 Until `min_windows` windows have been measured everything within the text bound is admitted.
 """
@@ -92,19 +94,33 @@ class AdmissionController:
         self._next_token = 0
 
     def cost(self, texts: int) -> float:
-        """Expected compute seconds of a window of `texts`."""
-        return self.model.cost(texts)
+        """Expected compute seconds of a window of `texts` (0 until calibrated: nothing to predict from)."""
+        return self.model.cost(texts) if self.calibrated else 0.0
 
     @property
     def calibrated(self) -> bool:
         return self.config.enabled and self.model.windows >= self.config.min_windows
 
     # -- windows ---------------------------------------------------------------------------------
+    # A window is dispatched when an instance is free, or (under load) one window ahead while all are
+    # busy; `_busy` holds each dispatched window's expected end, chained behind the instance it waits for.
+    def lanes(self, now: float) -> list[float]:
+        """When each instance is expected to be free: the latest ends of the dispatched windows (a
+        window waiting ahead ends after the one it waits for), `now` for idle instances."""
+        ends = sorted(max(now, end) for end in self._busy.values())[-self.instances:]
+        return ends + [now] * (self.instances - len(ends))
+
     def window_started(self, texts: int, now: float) -> int:
+        """A window was dispatched at `now` (it starts when the first instance is free)."""
         token = self._next_token
         self._next_token += 1
-        self._busy[token] = now + self.model.cost(texts)
+        self._busy[token] = min(self.lanes(now)) + self.model.cost(texts)
         return token
+
+    def window_began(self, token: int, texts: int, at: float) -> None:
+        """The window's instance actually started it at `at`: re-predict its end from there."""
+        if token in self._busy:
+            self._busy[token] = at + self.model.cost(texts)
 
     def window_finished(self, token: int, texts: int, seconds: float) -> None:
         self._busy.pop(token, None)
@@ -114,8 +130,7 @@ class AdmissionController:
     # -- predictions -----------------------------------------------------------------------------
     def predicted_start(self, pending: int, now: float) -> float:
         """Loop time at which a text queued behind `pending` texts would start being computed."""
-        free = [max(now, end) for end in self._busy.values()]
-        free += [now] * max(0, self.instances - len(free))
+        free = self.lanes(now)
         heapq.heapify(free)
         left = pending
         while left > 0:
@@ -147,10 +162,15 @@ class AdmissionController:
                              f"batching.admission.max_queue_wait_ms ({self.config.max_queue_wait_ms:g})", wait)
         return wait
 
-    def too_late(self, window_texts: int, now: float, deadline: float) -> bool:
-        """True when a text with `deadline` cannot finish in a window of `window_texts` started now (with
-        the same margin as admission: a window that overruns its fit by a little must not make it late)."""
-        return self.calibrated and (deadline - now) * (1.0 - self.config.deadline_margin) < self.model.cost(window_texts)
+    def finish_by(self, now: float, deadline: float) -> float:
+        """When a request arriving at `now` should have its answer: its deadline less the margin (kept
+        for a batch that overruns its fit a little and for the response's way back to the client)."""
+        return deadline - (deadline - now) * self.config.deadline_margin
+
+    def too_late(self, texts: int, now: float, finish_by: float) -> bool:
+        """True when a text to be answered by `finish_by` (see `finish_by`) cannot be, in a batch of
+        `texts` started now."""
+        return self.calibrated and finish_by - now < self.model.cost(texts)
 
     def _shed(self, reason: str, message: str, wait: float) -> Overloaded:
         return Overloaded(reason, message, max(self.retry_after_s, math.ceil(min(wait, 60.0))))

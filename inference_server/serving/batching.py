@@ -74,6 +74,8 @@ class _Job:
     batches: set = field(default_factory=set)   # ids of the batches its texts ran in
     top_k: Optional[int] = None
     hits: Optional[tuple[np.ndarray, np.ndarray]] = None
+    finish_by: float = 0.0          # loop time its answer should be ready by (deadline less the margin)
+    timer: Optional[asyncio.TimerHandle] = None
 
     def fail(self, exc: BaseException) -> None:
         if not self.future.done():
@@ -129,6 +131,7 @@ class DynamicBatcher:
         self._executor = ThreadPoolExecutor(max_workers=self.instances,
                                             thread_name_prefix=f"encode-{model}-{version}")
         self._free = self.instances          # instances not running a window
+        self._ahead = 0                      # windows dispatched while every instance was busy (0 or 1)
         self._slot_freed = asyncio.Event()
         self._inflight: set[asyncio.Task] = set()
         self._task: Optional[asyncio.Task] = None
@@ -207,40 +210,49 @@ class DynamicBatcher:
         if wait is not None:
             self._predicted_wait.observe(wait)
         job = _Job(texts=texts, deadline=deadline, request_id=request_id, enqueued=now,
-                   future=loop.create_future(), remaining=len(texts), top_k=top_k)
+                   future=loop.create_future(), remaining=len(texts), top_k=top_k,
+                   finish_by=self.admission.finish_by(now, deadline))
         job.vectors = np.empty((len(texts), self.backend.dim), dtype=np.float32)
         job.tokens = [0] * len(texts)
         self._pending.extend(_Text(job, i) for i in range(len(texts)))
         self._wakeup.set()
-        # The deadline also bounds a batch that is already running (the thread cannot be stopped,
-        # but the caller gets its answer on time). A timer is cheaper than wait_for's extra task.
-        timer = loop.call_at(deadline, self._expire, job)
+        # A job still queued when it can no longer finish in time is shed then (503, early), not at its
+        # deadline; the deadline still bounds a batch that is already running (the thread cannot be
+        # stopped, but the caller gets its answer on time). A timer is cheaper than wait_for's task.
+        job.timer = loop.call_at(self._latest_start(job), self._expire, job)
         try:
             result = await job.future
         except asyncio.CancelledError:
             self._drop(job)
             raise
         finally:
-            timer.cancel()
+            job.timer.cancel()
         self._queue_seconds.observe(result.queue_seconds, exemplar={"request_id": request_id})
         return result
 
+    def _latest_start(self, job: _Job) -> float:
+        """Loop time after which a batch holding this job's texts cannot finish by its `finish_by`."""
+        return job.finish_by - self.admission.cost(min(len(job.texts), self.config.effective_batch_size))
+
     def _expire(self, job: _Job) -> None:
-        """Deadline timer: fail the job with 504 (and count a model timeout if its batch is running)."""
+        """Timer: a job still queued at its latest start is shed (503 `late`); one whose batch is
+        running gets until its deadline, then 504 (the prediction was wrong: counted as a timeout)."""
         if job.future.done():
             return
-        waited_ms = (asyncio.get_running_loop().time() - job.enqueued) * 1000
-        budget_ms = (job.deadline - job.enqueued) * 1000
-        if job.started:
-            self._errors["timeout"].inc()
-            job.fail(ApiError(504, "deadline_exceeded",
-                              f"model did not finish within the request deadline ({budget_ms:.0f} ms)",
-                              retry_after=self.retry_after_s))
+        loop = asyncio.get_running_loop()
+        if not job.started:
+            self._drop(job)
+            self._shed["late"].inc()
+            job.fail(Overloaded("late", f"server overloaded: {(job.deadline - loop.time()) * 1000:.0f} ms left "
+                                "of the request's deadline, less than the expected compute of its batch",
+                                self.retry_after_s))
             return
-        self._drop(job)
-        job.fail(ApiError(504, "deadline_exceeded",
-                          f"request waited {waited_ms:.0f} ms in the batch queue, past its deadline of "
-                          f"{budget_ms:.0f} ms", retry_after=self.retry_after_s))
+        if loop.time() < job.deadline:
+            job.timer = loop.call_at(job.deadline, self._expire, job)
+            return
+        self._errors["timeout"].inc()
+        job.fail(ApiError(504, "deadline_exceeded", f"model did not finish within the request deadline "
+                          f"({(job.deadline - job.enqueued) * 1000:.0f} ms)", retry_after=self.retry_after_s))
 
     def _drop(self, job: _Job) -> None:
         """Remove a job's not-yet-started texts from the queue (client gone or deadline passed)."""
@@ -260,6 +272,19 @@ class DynamicBatcher:
                 await self._wakeup.wait()
                 continue
             if self._free == 0:
+                # Under load, take the next full window while every instance is busy: the worker starts
+                # it the moment an instance is free, instead of idling until the (busy) event loop gets
+                # round to dispatching it. The worker re-checks each text's time left before its batch.
+                if self._ahead == 0:
+                    if len(self._pending) >= window_size:
+                        now = loop.time()
+                        window = self._take_window(window_size, now, min(self.admission.lanes(now)))
+                        if window:
+                            self._dispatch(window, ahead=True)
+                        continue
+                    self._wakeup.clear()          # set by new texts and by a freed instance
+                    await self._wakeup.wait()
+                    continue
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
                 continue
@@ -280,17 +305,25 @@ class DynamicBatcher:
             if window:
                 self._dispatch(window)
 
-    def _dispatch(self, window: list[_Text]) -> None:
-        """Run `window` on a free instance; the collector goes on collecting meanwhile."""
-        self._free -= 1
+    def _dispatch(self, window: list[_Text], ahead: bool = False) -> None:
+        """Run `window` on a free instance (`ahead`: on the first to be free); the collector goes on
+        collecting meanwhile."""
+        if ahead:
+            self._ahead += 1
+        else:
+            self._free -= 1
         task = asyncio.get_running_loop().create_task(self._run_window_guarded(window))
         self._inflight.add(task)
         task.add_done_callback(self._window_done)
 
     def _window_done(self, task: asyncio.Task) -> None:
         self._inflight.discard(task)
-        self._free += 1
+        if self._ahead:          # the window taken ahead has this instance now
+            self._ahead -= 1
+        else:
+            self._free += 1
         self._slot_freed.set()
+        self._wakeup.set()
 
     async def _run_window_guarded(self, window: list[_Text]) -> None:
         """No window may leave its requests hanging: any failure answers them with a 503."""
@@ -305,9 +338,14 @@ class DynamicBatcher:
             self._errors["exception"].inc()
             self._fail(window, _model_error(f"{type(exc).__name__}", self.retry_after_s))
 
-    def _take_window(self, size: int, now: float) -> list[_Text]:
+    def _take_window(self, size: int, now: float, start: Optional[float] = None) -> list[_Text]:
+        """Up to `size` queued texts for a window taken at `now` that starts at `start` (default now);
+        texts of requests already failed are dropped, those that would finish too late are shed."""
+        start = now if start is None else start
         window: list[_Text] = []
-        expected = min(size, len(self._pending))   # texts in this window, for the too-late check
+        # Results are delivered batch by batch, so a text needs time for (at least) one batch; the worker
+        # re-checks before each batch (`_encode_window`).
+        expected = min(size, len(self._pending), self.config.effective_batch_size)
         while self._pending and len(window) < size:
             text = self._pending.popleft()
             job = text.job
@@ -319,7 +357,7 @@ class DynamicBatcher:
                                   f"past its deadline of {(job.deadline - job.enqueued) * 1000:.0f} ms",
                                   retry_after=self.retry_after_s))
                 continue
-            if not job.started and self.admission.too_late(expected, now, job.deadline):
+            if not job.started and self.admission.too_late(expected, start, job.finish_by):
                 self._shed["late"].inc()
                 job.fail(Overloaded("late", f"server overloaded: {(job.deadline - now) * 1000:.0f} ms left of the "
                                     "request's deadline, less than the expected compute of its batch",
@@ -333,54 +371,79 @@ class DynamicBatcher:
     async def _run_window(self, window: list[_Text]) -> None:
         loop = asyncio.get_running_loop()
         max_batch = self.config.effective_batch_size
-        started = loop.time()
-        for text in window:
-            job = text.job
-            job.queue_seconds = max(job.queue_seconds, started - job.enqueued)
-        token = self.admission.window_started(len(window), started)
+        token = self.admission.window_started(len(window), loop.time())
+        times: list[float] = []   # when the worker began and ended it (time.monotonic(), the loop's clock)
+
+        def work():
+            began = time.monotonic()
+            times.append(began)
+            loop.call_soon_threadsafe(self._window_began, window, token, began)
+            try:
+                return _encode_window(
+                    self.backend, [t.job.texts[t.index] for t in window], [t.job.top_k for t in window],
+                    max_batch, self.searcher, [t.job.finish_by for t in window], self.admission.cost,
+                    lambda lengths, batch: loop.call_soon_threadsafe(self._deliver, window, lengths, batch))
+            finally:
+                times.append(time.monotonic())
+
+        computed = 0
         try:
-            outcome = await loop.run_in_executor(
-                self._executor, _encode_window, self.backend, [t.job.texts[t.index] for t in window],
-                [t.job.top_k for t in window], max_batch, self.searcher,
-            )
-        except Exception as exc:  # tokenizer failure: fails the whole window
+            lengths, batches = await loop.run_in_executor(self._executor, work)
+            computed = sum(len(b[0]) for b in batches if b[3] is None or b[3][0] != "late")
+        except Exception as exc:  # tokenizer failure: fails the whole window (what was not delivered)
             log.exception("model %s/%s failed on a window of %d texts", self.model, self.version, len(window))
             self._errors["exception"].inc()
             self._fail(window, _model_error(f"model raised {type(exc).__name__}", self.retry_after_s))
             return
         finally:
-            self.admission.window_finished(token, len(window), loop.time() - started)
-        lengths, batches = outcome
-        for batch_no, (order, vectors, seconds, error, hits) in enumerate(batches):
-            members = [window[i] for i in order]
-            if error is not None:
-                reason, message = error
-                self._errors[reason].inc()
-                log.error("model %s/%s batch of %d failed: %s", self.model, self.version, len(members), message)
-                self._fail(members, _model_error(message, self.retry_after_s))
+            self.admission.window_finished(token, computed, times[1] - times[0] if len(times) == 2 else 0.0)
+
+    def _window_began(self, window: list[_Text], token: int, at: float) -> None:
+        """Event loop: the worker started `window` at `at` (a window taken ahead waits for its instance)."""
+        self.admission.window_began(token, len(window), at)
+        for text in window:
+            job = text.job
+            job.queue_seconds = max(job.queue_seconds, at - job.enqueued)
+
+    def _deliver(self, window: list[_Text], lengths: list[int], batch) -> None:
+        """Event loop: answer the requests of one finished batch (or shed the texts it skipped as late)."""
+        order, vectors, seconds, error, hits = batch
+        members = [window[i] for i in order]
+        if error is not None:
+            reason, message = error
+            if reason == "late":
+                for job in {id(t.job): t.job for t in members}.values():
+                    if not job.future.done():
+                        self._shed["late"].inc()
+                        job.fail(Overloaded("late", message, self.retry_after_s))
+                return
+            self._errors[reason].inc()
+            log.error("model %s/%s batch of %d failed: %s", self.model, self.version, len(members), message)
+            self._fail(members, _model_error(message, self.retry_after_s))
+            return
+        self._compute_seconds.observe(seconds)
+        self._batch_size.observe(len(members))
+        batch_id = id(batch)
+        for row, text in enumerate(members):
+            job = text.job
+            if job.future.done():
+                self._wasted.inc(seconds / len(members))
                 continue
-            self._compute_seconds.observe(seconds)
-            self._batch_size.observe(len(members))
-            for row, text in enumerate(members):
-                job = text.job
-                if job.future.done():
-                    self._wasted.inc(seconds / len(members))
-                    continue
-                job.vectors[text.index] = vectors[row]
-                if row in hits:
-                    job.hits = hits[row]
-                n_tokens = lengths[order[row]]
-                job.tokens[text.index] = n_tokens
-                self._tokens.observe(n_tokens)
-                job.remaining -= 1
-                if batch_no not in job.batches:
-                    job.batches.add(batch_no)
-                    job.compute_seconds += seconds
-                if job.remaining == 0:
-                    scores, rows = job.hits if job.hits is not None else (None, None)
-                    job.future.set_result(
-                        EncodeResult(job.vectors, job.queue_seconds, job.compute_seconds, job.tokens, scores, rows)
-                    )
+            job.vectors[text.index] = vectors[row]
+            if row in hits:
+                job.hits = hits[row]
+            n_tokens = lengths[order[row]]
+            job.tokens[text.index] = n_tokens
+            self._tokens.observe(n_tokens)
+            job.remaining -= 1
+            if batch_id not in job.batches:
+                job.batches.add(batch_id)
+                job.compute_seconds += seconds
+            if job.remaining == 0:
+                scores, rows = job.hits if job.hits is not None else (None, None)
+                job.future.set_result(
+                    EncodeResult(job.vectors, job.queue_seconds, job.compute_seconds, job.tokens, scores, rows)
+                )
 
     @staticmethod
     def _fail(texts: Sequence[_Text], exc: ApiError) -> None:
@@ -403,36 +466,55 @@ def _model_error(message: str, retry_after: int) -> ApiError:
 
 
 def _encode_window(backend: EncoderBackend, texts: list[str], top_ks: list[Optional[int]], max_batch: int,
-                   searcher: Optional[Searcher]):
+                   searcher: Optional[Searcher], finish_by: Optional[list[float]] = None,
+                   cost: Optional[Callable[[int], float]] = None, deliver: Optional[Callable] = None):
     """Worker-thread body: tokenise once, length-sorted batches, encode, check outputs, batched top-k.
 
     Returns (token lengths, [(window positions, vectors, seconds, error, hits)]); error is
     (reason, message) for a batch that raised or produced non-finite vectors; hits maps a row of the
-    batch to its (scores, index rows) when that text asked for top_k.
+    batch to its (scores, index rows) when that text asked for top_k. `deliver(lengths, batch)` gets
+    each batch as soon as it is done, so early batches' requests do not wait for the window's last.
+    With `finish_by` (loop times, i.e. `time.monotonic()`) and `cost` (expected seconds of a batch
+    of n), texts that a batch starting now would finish too late for are not computed: they come
+    back as a batch with error ("late", message), before the batch they would have joined.
     """
     tokens = backend.tokenize(texts)   # once per window: lengths for grouping, ids for the batches
     lengths = tokens.lengths
     order = sorted(range(len(texts)), key=lambda i: lengths[i])
     batches = []
+
+    def done(batch) -> None:
+        batches.append(batch)
+        if deliver is not None:
+            deliver(lengths, batch)
+
     for start in range(0, len(order), max_batch):
         members = order[start:start + max_batch]
+        if finish_by is not None and cost is not None:
+            began = time.monotonic()
+            need = cost(len(members))
+            late = [i for i in members if finish_by[i] - began < need]
+            if late:
+                done((late, None, 0.0, ("late", f"server overloaded: less time left of the request's deadline "
+                                                f"than the expected compute of its batch ({need * 1000:.0f} ms)"), {}))
+                members = [i for i in members if finish_by[i] - began >= need]
+                if not members:
+                    continue
         began = time.perf_counter()
         try:
             vectors = backend.encode_tokens(tokens.select(members))   # padded to this batch's longest
         except Exception as exc:  # noqa: BLE001 - contained per batch, reported by the caller
             log.exception("encode failed")
-            batches.append((members, None, time.perf_counter() - began,
-                            ("exception", f"{type(exc).__name__}: {exc}"), {}))
+            done((members, None, time.perf_counter() - began, ("exception", f"{type(exc).__name__}: {exc}"), {}))
             continue
         seconds = time.perf_counter() - began
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.shape != (len(members), backend.dim):
-            batches.append((members, None, seconds,
-                            ("exception", f"backend returned shape {vectors.shape}, expected "
-                                          f"{(len(members), backend.dim)}"), {}))
+            done((members, None, seconds,
+                  ("exception", f"backend returned shape {vectors.shape}, expected {(len(members), backend.dim)}"), {}))
             continue
         if not np.isfinite(vectors).all():
-            batches.append((members, None, seconds, ("non_finite_output", "model produced non-finite embeddings"), {}))
+            done((members, None, seconds, ("non_finite_output", "model produced non-finite embeddings"), {}))
             continue
         hits = {}
         searching = [row for row, i in enumerate(members) if top_ks[i]]
@@ -442,6 +524,5 @@ def _encode_window(backend: EncoderBackend, texts: list[str], top_ks: list[Optio
             for at, row in enumerate(searching):
                 want = top_ks[members[row]]
                 hits[row] = (scores[at, :want], rows[at, :want])
-        batches.append((members, vectors, seconds, None, hits))
+        done((members, vectors, seconds, None, hits))
     return lengths, batches
-

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from typing import Sequence
 
@@ -46,8 +47,9 @@ def test_admit_predicts_wait_from_busy_instances_and_the_queue():
     with pytest.raises(Overloaded) as info:
         tight.admit(1, 10, now=0.0, deadline=100.0)
     assert info.value.reason == "queue_time"
-    # a 1 s window with the 10 % margin needs more than 1.11 s left
-    assert tight.too_late(10, now=0.0, deadline=1.1) and not tight.too_late(10, now=0.0, deadline=1.2)
+    # the answer is due 10 % of the time left before the deadline; a 1 s window needs 1 s until then
+    assert tight.finish_by(0.0, 1.2) == pytest.approx(1.08)
+    assert tight.too_late(10, now=0.0, finish_by=0.99) and not tight.too_late(10, now=0.0, finish_by=1.01)
 
 
 class SlowBackend(DelegatingBackend):
@@ -96,3 +98,86 @@ async def test_overload_is_shed_early_and_admitted_requests_meet_their_deadline(
     assert sample_value(reg, "inference_admission_predicted_wait_seconds_count", VERSION) >= len(ok)
     assert sample_value(reg, "inference_wasted_compute_seconds_total", VERSION) == 0
     assert sample_value(reg, "inference_model_errors_total", {**VERSION, "reason": "timeout"}) == 0
+
+
+def test_lanes_chain_a_window_taken_ahead_behind_the_running_one():
+    ctl = AdmissionController(AdmissionConfig(min_windows=1, max_queue_wait_ms=10_000), instances=1,
+                              window_size=10, retry_after_s=1)
+    ctl.window_finished(ctl.window_started(10, 0.0), 10, 1.0)           # 0.1 s per text
+    running = ctl.window_started(10, now=0.0)                            # ends at 1.0
+    ahead = ctl.window_started(10, now=0.0)                              # waits for it: ends at 2.0
+    assert ctl.lanes(0.0) == [pytest.approx(2.0)] and ctl.predicted_start(0, 0.0) == pytest.approx(2.0)
+    ctl.window_finished(running, 10, 1.0)
+    ctl.window_began(ahead, 10, at=1.5)                                  # its instance was free late
+    assert ctl.predicted_start(10, 1.5) == pytest.approx(3.5)            # 2.5, then a window of 10
+
+
+def test_window_answers_each_batch_when_done_and_never_computes_a_late_text(shared_backend):
+    from inference_server.serving.batching import _encode_window
+
+    events: list[tuple] = []
+
+    class Recording(DelegatingBackend):
+        def encode(self, texts: Sequence[str]) -> np.ndarray:
+            events.append(("encode", tuple(texts)))
+            return super().encode(texts)
+
+    texts = ["oak", "drill", "queen sheets white cotton", "a much longer product title with many words in it"]
+    now = time.monotonic()
+    finish_by = [now + 60, now + 60, now - 1, now + 60]      # "queen sheets" can no longer be answered in time
+    _, batches = _encode_window(Recording(shared_backend), texts, [None] * 4, 2, None, finish_by,
+                                lambda n: 0.05 * n,
+                                lambda lengths, batch: events.append(("deliver", tuple(batch[0]), batch[3])))
+    # Length-sorted batches of 2: each is handed back before the next is encoded; the late text is
+    # reported (reason "late") and never reaches the model.
+    assert [e[0] for e in events] == ["encode", "deliver", "deliver", "encode", "deliver"]
+    assert events[0][1] == ("oak", "drill") and events[1][2] is None
+    assert events[2][1] == (2,) and events[2][2][0] == "late"
+    assert events[3][1] == (texts[3],) and events[4][1] == (3,) and events[4][2] is None
+    assert [b[0] for b in batches] == [[0, 1], [2], [3]]
+
+
+class HeldBackend(DelegatingBackend):
+    """encode() of a batch holding "slowpoke" waits for a release (one per batch)."""
+
+    def __init__(self, inner) -> None:
+        super().__init__(inner)
+        self.release = threading.Semaphore(0)
+        self.held = threading.Semaphore(0)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        if any("slowpoke" in t for t in texts):
+            self.held.release()
+            if not self.release.acquire(timeout=30):
+                raise TimeoutError("test never released the batch")
+        return super().encode(texts)
+
+
+async def _until(predicate, what: str) -> None:
+    for _ in range(2000):
+        if predicate():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_first_batch_of_a_window_is_answered_while_the_last_still_runs(make_client):
+    client = await make_client(wrap=HeldBackend, batching={"max_batch_size": 2, "window_batches": 2,
+                                                           "max_queue_delay_ms": 1})
+    backend, batcher = client.backend, client.state.get("minilm", "1").batcher
+    post = lambda q: asyncio.ensure_future(client.post("/v1/search", json={"query": q, "k": 2}))  # noqa: E731
+    first = post("slowpoke holds the only instance")
+    await _until(lambda: backend.held.acquire(blocking=False), "the instance to be busy")
+    short = [post("oak"), post("drill")]
+    long = [post(f"slowpoke cordless drill with two batteries and a case {i}") for i in range(2)]
+    # A full window waits while the instance is busy: it is taken ahead (the queue empties).
+    await _until(lambda: batcher.depth == 0, "the window taken ahead")
+    backend.release.release()                                     # the first request's batch
+    assert (await first).status == 200
+    await _until(lambda: backend.held.acquire(blocking=False), "the window's second batch to start")
+    # The window's first batch (the two short texts) is answered while its second batch still runs.
+    done, _ = await asyncio.wait(short, timeout=10)
+    assert len(done) == 2 and [t.result().status for t in short] == [200, 200]
+    assert not any(t.done() for t in long)
+    backend.release.release()
+    assert [(await t).status for t in long] == [200, 200]

@@ -1,7 +1,8 @@
-"""Dynamic batching: coalescing, the bounded queue (429), deadlines (504) and model failures (503)."""
+"""Dynamic batching: coalescing, the bounded queue (429), deadlines (503 late / 504) and model failures (503)."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 from .conftest import FaultyBackend, GatedBackend, sample_value
 
@@ -124,28 +125,35 @@ async def test_full_queue_answers_429_with_retry_after(make_client):
     assert sample_value(reg, "inference_queue_depth", VERSION) == 0
 
 
-async def test_deadline_exceeded_while_queued_is_504(make_client):
-    client = await make_client(wrap=GatedBackend, server={"request_timeout_ms": 100},
+async def test_queued_request_that_cannot_start_in_time_is_shed_before_its_deadline(make_client, tmp_path):
+    """Still queued when its time runs out: 503 `overloaded` (shed `late`) before its deadline, not a
+    504 at it; a request whose batch is running when the deadline passes gets 504, counted as a timeout."""
+    deadline_ms = 1000
+    client = await make_client(wrap=GatedBackend, server={"request_timeout_ms": deadline_ms},
                                batching={"max_batch_size": 1})
     backend = client.backend
     backend.arm()
     running = asyncio.ensure_future(client.post("/v1/search", json={"query": "holds the worker"}))
     await _wait_until(backend.entered.is_set, "the worker to start")
     queued = await client.post("/v1/search", json={"query": "waits behind it"})
-    assert queued.status == 504
+    assert queued.status == 503
     error = (await queued.json())["error"]
-    assert error["code"] == "deadline_exceeded" and "batch queue" in error["message"]
+    assert error["code"] == "overloaded" and "less than the expected compute" in error["message"]
     assert "Retry-After" in queued.headers
     blocked = await running
     assert blocked.status == 504  # deadline passed while its batch was running
     assert "did not finish" in (await blocked.json())["error"]["message"]
     backend.gate.set()
     reg = client.metrics.registry
-    assert sample_value(reg, "inference_rejected_requests_total", {"endpoint": "search", "reason": "deadline_exceeded"}) == 2
+    assert sample_value(reg, "inference_rejected_requests_total", {"endpoint": "search", "reason": "deadline_exceeded"}) == 1
+    assert sample_value(reg, "inference_admission_shed_total", {**VERSION, "reason": "late"}) == 1
     assert sample_value(reg, "inference_model_errors_total", {**VERSION, "reason": "timeout"}) == 1
-    # The dropped request never reaches the model.
+    # The shed request never reaches the model, and was answered before its deadline (server-side).
     await _wait_until(lambda: client.state.get("minilm", "1").batcher.depth == 0, "empty queue")
     assert backend.calls == [1]
+    records = [json.loads(line) for line in (tmp_path / "requests.jsonl").read_text().splitlines()]
+    shed = [r for r in records if r["status"] == 503]
+    assert len(shed) == 1 and shed[0]["total_ms"] < deadline_ms, shed
 
 
 async def test_model_exception_and_non_finite_output_are_503_and_counted(make_client):

@@ -159,3 +159,11 @@ def test_loading_a_version_does_not_retune_another_versions_threads():
         v1.close()
         v2.close()
         torch.set_num_threads(before)
+
+
+def test_model_threads_leave_a_core_to_the_event_loop(monkeypatch):
+    from inference_server.models import backend as backend_module
+
+    for cores, instances, threads in ((1, 1, 1), (2, 1, 1), (2, 2, 1), (8, 1, 7), (8, 2, 3), (8, 8, 1)):
+        monkeypatch.setattr(backend_module, "usable_cpu_count", lambda: cores)
+        assert backend_module.model_threads(instances) == threads, (cores, instances)

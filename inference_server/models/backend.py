@@ -70,10 +70,12 @@ def usable_cpu_count() -> int:
 
 def model_threads(instances: int) -> int:
     """Intra-op threads of each of `instances` model instances on CPU: the usable cores less one, which
-    the event loop (HTTP, JSON, admission control) needs under load, split between the instances; at
-    least 1. With every core given to the model, its threads stall waiting for the one the event loop
-    took, and overload costs compute (benchmarks/overload.py, docs/server.md "Model instances")."""
-    return max(1, (usable_cpu_count() - 1) // max(1, instances))
+    the event loop (HTTP, JSON, admission control) needs under load, split between the instances and
+    rounded to the nearest whole thread; at least 1. With every core given to the model, its threads
+    stall waiting for the one the event loop took, and overload costs compute (benchmarks/overload.py,
+    docs/server.md "Model instances"); rounding (not flooring) keeps big machines busy: 16 cores and 8
+    instances get 2 threads each, not 1 (which would leave 7 cores idle)."""
+    return max(1, round((usable_cpu_count() - 1) / max(1, instances)))
 
 
 class BackendUnavailable(RuntimeError):

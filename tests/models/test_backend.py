@@ -164,6 +164,7 @@ def test_loading_a_version_does_not_retune_another_versions_threads():
 def test_model_threads_leave_a_core_to_the_event_loop(monkeypatch):
     from inference_server.models import backend as backend_module
 
-    for cores, instances, threads in ((1, 1, 1), (2, 1, 1), (2, 2, 1), (8, 1, 7), (8, 2, 3), (8, 8, 1)):
+    for cores, instances, threads in ((1, 1, 1), (2, 1, 1), (2, 2, 1), (8, 1, 7), (8, 2, 4), (8, 8, 1), (16, 8, 2),
+                                      (16, 4, 4), (4, 4, 1)):
         monkeypatch.setattr(backend_module, "usable_cpu_count", lambda: cores)
         assert backend_module.model_threads(instances) == threads, (cores, instances)

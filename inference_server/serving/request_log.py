@@ -71,8 +71,37 @@ class _CountingFileHandler(logging.handlers.RotatingFileHandler):
             self.handleError(None)
 
     def handleError(self, record: Optional[logging.LogRecord]) -> None:  # noqa: N802 - logging's name
+        self._lost(1)
+
+    def write_lines(self, lines: list[str]) -> None:
+        """Append formatted lines (each ending in a newline) with one write and one flush per file,
+        rotating by size between lines as `emit` would: the writer thread's batch path, without a
+        LogRecord, a lock round and a flush per line (measured under overload: a third of a core)."""
+        self.acquire()
+        try:
+            if self.stream is None:
+                self.stream = self._open()
+            path = self.baseFilename
+            rotates = self.maxBytes > 0 and not (os.path.exists(path) and not os.path.isfile(path))
+            size = self.stream.tell()
+            start = 0
+            for i, line in enumerate(lines):
+                if rotates and size > 0 and size + len(line) >= self.maxBytes:
+                    self.stream.write("".join(lines[start:i]))
+                    self.doRollover()
+                    start, size = i, 0
+                size += len(line)
+            self.stream.write("".join(lines[start:]))
+            self.stream.flush()
+        except OSError:
+            self._lost(len(lines))
+        finally:
+            self.release()
+
+    def _lost(self, records: int) -> None:
         if self._on_error is not None:
-            self._on_error()
+            for _ in range(records):
+                self._on_error()
         now = time.monotonic()
         if now - self._warned_at >= WARN_INTERVAL_S:
             self._warned_at = now
@@ -190,15 +219,32 @@ class RequestLog:
 
 
 class _RecordWriter(logging.handlers.QueueListener):
-    """QueueListener whose queue holds `RequestLog.write` tuples, formatted here, off the event loop."""
+    """QueueListener whose queue holds `RequestLog.write` tuples, formatted here, off the event loop.
+    It drains whatever is queued (up to `BATCH` records) and hands the lines to the file handler in one
+    call, so a busy server pays one write and one flush per batch, not per request."""
 
-    def __init__(self, records: queue.SimpleQueue, log: RequestLog, *handlers: logging.Handler) -> None:
-        super().__init__(records, *handlers)
+    BATCH = 512
+
+    def __init__(self, records: queue.SimpleQueue, log: RequestLog, handler: _CountingFileHandler) -> None:
+        super().__init__(records, handler)
         self._log = log
+        self._file = handler
 
-    def prepare(self, record):
-        return logging.makeLogRecord({"msg": self._log.format(record), "levelno": logging.INFO,
-                                      "levelname": "INFO"})
+    def _monitor(self) -> None:
+        records = self.queue
+        while True:
+            batch = [records.get()]
+            while batch[-1] is not self._sentinel and len(batch) < self.BATCH:
+                try:
+                    batch.append(records.get_nowait())
+                except queue.Empty:
+                    break
+            stop = batch[-1] is self._sentinel
+            lines = [self._log.format(raw) + "\n" for raw in (batch[:-1] if stop else batch)]
+            if lines:
+                self._file.write_lines(lines)
+            if stop:
+                return
 
 
 class _Feedback(NamedTuple):

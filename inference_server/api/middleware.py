@@ -79,7 +79,7 @@ async def observe_requests(request: web.Request, handler) -> web.StreamResponse:
     request[REQUEST_CONTEXT] = ctx
     request[BODY_TIMEOUT] = config.server.body_timeout_s
     guard = app[CONNECTION_GUARD]
-    in_flight = metrics.in_flight.labels(endpoint)
+    in_flight = metrics.child(metrics.in_flight, endpoint)
     in_flight.inc()
     guard.in_flight += 1
     try:
@@ -113,12 +113,12 @@ async def observe_requests(request: web.Request, handler) -> web.StreamResponse:
     response.headers["X-Request-ID"] = ctx.request_id
     elapsed = time.perf_counter() - ctx.started
     status = response.status
-    metrics.requests.labels(endpoint, ctx.model, ctx.version, str(status)).inc()
-    metrics.request_duration.labels(endpoint, ctx.model, ctx.version).observe(
+    metrics.child(metrics.requests, endpoint, ctx.model, ctx.version, str(status)).inc()
+    metrics.child(metrics.request_duration, endpoint, ctx.model, ctx.version).observe(
         elapsed, exemplar={"request_id": ctx.request_id}
     )
     if ctx.error_code in REJECTION_REASONS:
-        metrics.rejected.labels(endpoint, ctx.error_code).inc()
+        metrics.child(metrics.rejected, endpoint, ctx.error_code).inc()
     if spec is None or spec.log_requests or ctx.error_code == INTERNAL_ERROR:
         app[REQUEST_LOG].write(
             request_id=ctx.request_id,

@@ -145,6 +145,17 @@ class ServerMetrics:
         )
         for endpoint in ENDPOINTS:
             self.in_flight.labels(endpoint)
+        self._children: dict[tuple, object] = {}
+
+    def child(self, metric, *labels: str):
+        """`metric.labels(*labels)`, remembered: the per-request path skips prometheus_client's label
+        validation and lock (measured: ~8 % of the event loop under overload). Safe because no series is
+        ever removed from these metrics, and bounded because every label here is."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def init_version(self, model: str, version: str) -> None:
         """Create a version's zero-valued error series so rate() works before the first error."""

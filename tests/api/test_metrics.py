@@ -100,3 +100,17 @@ async def test_openmetrics_carries_request_id_exemplars(make_client):
     for name in ("inference_request_duration_seconds", "inference_queue_duration_seconds"):
         exemplars = [s.exemplar for s in families[name].samples if s.exemplar is not None]
         assert any(e.labels == {"request_id": "trace-42"} for e in exemplars), name
+
+
+def test_remembered_children_are_the_registered_series():
+    from inference_server.serving.metrics import ServerMetrics
+
+    metrics = ServerMetrics(process_metrics=False)
+    first = metrics.child(metrics.requests, "search", "minilm", "1", "200")
+    assert metrics.child(metrics.requests, "search", "minilm", "1", "200") is first
+    first.inc()
+    metrics.child(metrics.requests, "search", "minilm", "1", "503").inc(2)
+    get = metrics.registry.get_sample_value
+    labels = {"endpoint": "search", "model": "minilm", "version": "1"}
+    assert get("inference_requests_total", {**labels, "status": "200"}) == 1.0
+    assert get("inference_requests_total", {**labels, "status": "503"}) == 2.0

@@ -59,10 +59,12 @@ ONCALL_CHANNEL = "#ml-oncall"
 # spike lasts 15 minutes: 100% slow requests cross 14.4x of the 1% latency budget over 1h after 8.6
 # minutes, so a shorter spike is (correctly) not a page.
 DRILLS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
-    "error-burst": ({"duration_s": 180, "error_rate": 0.5}, ("InferenceErrorBudgetBurn",)),
-    "latency-spike": ({"duration_s": 900, "latency_ms": 800}, ("InferenceLatencyBudgetBurn",)),
+    # First: it runs uncompressed (SAMPLE_DRIVEN_DRILLS), and real-time windows after a compressed drill
+    # would still hold that drill's errors or latency.
     "degraded-canary": ({"duration_s": 600}, ("CanaryLosesABTest", "CanaryClickThroughRegression",
                                                "CanaryErrorRatioRegression", "CanaryLatencyRegression")),
+    "error-burst": ({"duration_s": 180, "error_rate": 0.5}, ("InferenceErrorBudgetBurn",)),
+    "latency-spike": ({"duration_s": 900, "latency_ms": 800}, ("InferenceLatencyBudgetBurn",)),
     "surge": ({"duration_s": 600, "surge_factor": 10.0}, ("InferenceQueueSaturated", "InferenceRequestsRejected",
                                                         "InferenceLatencyBudgetBurn", "InferenceErrorBudgetBurn")),
     # Shoppers switch to the longest quarter of the queries: PSI of query tokens leaves the reference.

@@ -4,21 +4,26 @@ Runs the inference server (small synthetic catalog), the exporter (anomaly jobs 
 traffic simulator with its daily cycle, Prometheus with the project's rules and Alertmanager with the
 project's routes and templates, plus the local Slack/SMTP sinks. Every time constant is divided by
 `--factor` (devstack/timescale.py): rule windows, `for:`, Alertmanager group/repeat timings, the
-anomaly jobs' step/fit/infer/warm-up seconds and the simulated day. Start-up is *not* compressed (a
-model load of 60 s wall reads as 60 simulated minutes), which is where start-up false alerts come from.
+anomaly jobs' step/fit/infer/warm-up seconds and the simulated day. Start-up cannot be compressed, so
+the rules run in real time (factor 1) until the server is ready, then at `--startup-factor` for
+`--startup-hold-s` (start-up false alerts come from this stretch), then at `--factor`.
 
 Printed (and written as JSON with --out):
 - clean period (start-up included): notifications other than the Watchdog, pages (critical, to the
   on-call receiver), and both per simulated day;
-- per drill (error burst, latency spike, degraded canary, surge): detected or not, time to the first
+- per drill (error burst, latency spike, degraded canary, surge, drift): detected or not, time to the first
   notification of an expected alert and to the first page (simulated minutes from the drill's start;
   for the canary from the moment it gets traffic), time to the automatic rollback, pages and
   notifications per incident, and unexpected alerts seen meanwhile.
 
 GPU faults (overheating, an Xid 79, a lost GPU) go through the fake NVML (devstack/fake_nvml.py):
-the exporter then runs in this process with two fake GPUs instead of as a child. Not covered: drift
-(the simulator has no drift drill). Usage: python benchmarks/alert_scorecard.py [--factor 60]
-[--clean-hours 4] [--out FILE]
+the exporter then runs in this process with two fake GPUs instead of as a child.
+
+Sample-driven drills: the canary's rollback waits for the A/B test's minimum sample, which arrives at
+the simulator's wall-clock rate, so that drill runs at factor 1 (its minutes are real ones). The drift
+drill runs compressed, but the drift window fills at the wall-clock request rate: its time to notify
+counts that fill (a few wall minutes) times the drill factor, an overstatement.
+Usage: python benchmarks/alert_scorecard.py [--factor 60] [--clean-hours 4] [--out FILE]
 """
 from __future__ import annotations
 
@@ -40,6 +45,7 @@ from typing import Any, Optional
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import yaml  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from devstack import timescale  # noqa: E402
 from devstack.components import start_exporter, start_inference_server  # noqa: E402
@@ -53,17 +59,25 @@ ONCALL_CHANNEL = "#ml-oncall"
 # spike lasts 15 minutes: 100% slow requests cross 14.4x of the 1% latency budget over 1h after 8.6
 # minutes, so a shorter spike is (correctly) not a page.
 DRILLS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
+    # First: it runs uncompressed (SAMPLE_DRIVEN_DRILLS), and real-time windows after a compressed drill
+    # would still hold that drill's errors or latency.
+    "degraded-canary": ({"duration_s": 600}, ("CanaryLosesABTest", "CanaryClickThroughRegression",
+                                               "CanaryErrorRatioRegression", "CanaryLatencyRegression")),
     "error-burst": ({"duration_s": 180, "error_rate": 0.5}, ("InferenceErrorBudgetBurn",)),
     "latency-spike": ({"duration_s": 900, "latency_ms": 800}, ("InferenceLatencyBudgetBurn",)),
-    "degraded-canary": ({"duration_s": 1800}, ("CanaryClickThroughRegression", "CanaryErrorRatioRegression",
-                                               "CanaryLatencyRegression")),
     "surge": ({"duration_s": 600, "surge_factor": 10.0}, ("InferenceQueueSaturated", "InferenceRequestsRejected",
                                                         "InferenceLatencyBudgetBurn", "InferenceErrorBudgetBurn")),
+    # Shoppers switch to the longest quarter of the queries: PSI of query tokens leaves the reference.
+    "drift": ({"name": "query-drift", "duration_s": 5400, "drift_share": 0.25}, ("ModelDriftHigh",)),
     # Fake-NVML faults on GPU 1 (see GPU_FAULTS).
     "gpu-overheat": ({"duration_s": 900}, ("GPUTemperatureHigh",)),
     "gpu-xid": ({"duration_s": 60}, ("GPUXidErrors",)),
     "gpu-lost": ({"duration_s": 300}, ("GPULost",)),
 }
+# Drills decided by how many requests arrived, not by how long: the simulator's rate is wall-clock, so
+# these run uncompressed (factor 1) and their minutes are real ones. The canary's A/B test needs
+# `ab_test.min_requests` canary requests, which compression would not shorten.
+SAMPLE_DRIVEN_DRILLS = {"degraded-canary": 1.0}
 # Seconds-valued keys of an anomaly job that are compressed (those present in the config under test).
 ANOMALY_JOB_SECONDS = ("step", "fit_window", "fit_every", "infer_every", "alert_after_seconds")
 
@@ -159,7 +173,7 @@ def compress_exporter_config(cfg: dict, factor: float, prometheus_url: str) -> d
 class Scorecard:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.f = args.startup_factor  # the factor of the phase running now (rules reloaded per phase)
+        self.f = 1.0  # the factor of the phase running now (rules reloaded per phase); start-up runs in real time
         self.wd = Path(args.workdir)
         self.ports = Ports.free()
         self.started: list[ManagedProcess] = []
@@ -195,6 +209,15 @@ class Scorecard:
                   if a["labels"].get("severity") == "critical"}
         return sorted(names - {"Watchdog"})
 
+    def webhook_rollbacks(self) -> float:
+        """Rollbacks the server made on Alertmanager's webhook (not the drill's own restore of the split)."""
+        with urllib.request.urlopen(f"{self.server.url}/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+        return sum(sample.value for family in text_string_to_metric_families(text)
+                   if family.name == "inference_alert_webhook_actions" for sample in family.samples
+                   if sample.name.endswith("_total") and sample.labels.get("action") == "rollback"
+                   and sample.labels.get("outcome") == "ok")
+
     def models(self) -> dict[str, dict]:
         return {str(m["version"]): m for m in get_json(f"{self.server.url}/v1/models")["models"]}
 
@@ -226,15 +249,19 @@ class Scorecard:
         self.log("Prometheus, Alertmanager, exporter and sinks up; starting the inference server "
                  "(start-up is part of the clean period)")
         self.server = start_inference_server(
-            wd / "server", {"admin": {"token_file": str(secrets["admin_token"])},
+            wd / "server", {"admin": {"token_file": str(secrets["admin_token"]),
+                                      "alerts_token_file": str(secrets["alerts_token"])},
+                            "feedback": {"token_file": str(secrets["feedback_token"])},
                             "model_repository": {"state_dir": str(wd / "server" / "model-repository")},
                             "traffic": {"weights": {"1": 100}}},
             port=p.server, timeout=600)
         self.started.append(self.server)
-        self.log("inference server ready; starting the simulator")
+        self.log(f"inference server ready; starting the simulator, rules now at factor {a.startup_factor:g}")
+        self.set_factor(a.startup_factor)
         loadgen_cfg = wd / "loadgen.yaml"
         loadgen_cfg.write_text(yaml.safe_dump({
-            "target": {"url": self.server.url, "admin_token_file": str(secrets["admin_token"]), "timeout_s": 10},
+            "target": {"url": self.server.url, "admin_token_file": str(secrets["admin_token"]),
+                       "feedback_token_file": str(secrets["feedback_token"]), "timeout_s": 10},
             "rate": {"requests_per_second": a.rate, "daily_amplitude": 0.5, "day_length_s": 86400 / a.factor,
                      "start_hour": a.start_hour, "max_concurrency": 128},
             "relevance": {"server_config": str(self.server.extra["config_path"])},
@@ -289,6 +316,9 @@ class Scorecard:
 
     def drill(self, name: str) -> DrillResult:
         body, expected = DRILLS[name]
+        factor = SAMPLE_DRIVEN_DRILLS.get(name, self.args.drill_factor)
+        if factor != self.f:
+            self.set_factor(factor)
         body = {"name": name, **body, "duration_s": max(1.0, body["duration_s"] / self.f)}
         res = DrillResult(name)
         self.wait_quiet(self.args.quiet_s)
@@ -308,6 +338,7 @@ class Scorecard:
         drill_end = t0 + body["duration_s"]
         deadline = drill_end + self.args.detect_s
         traffic_at: Optional[float] = None
+        rollbacks_before = self.webhook_rollbacks() if name == "degraded-canary" else 0.0
         while time.time() < deadline:
             now = time.time()
             if name == "degraded-canary":
@@ -319,7 +350,8 @@ class Scorecard:
                     traffic_at = now
                     drill_end, deadline = now + body["duration_s"], now + body["duration_s"] + self.args.detect_s
                     self.log("canary version 2 takes traffic")
-                elif traffic_at is not None and weight == 0 and res.to_rollback_min is None and now < drill_end:
+                elif (traffic_at is not None and weight == 0 and res.to_rollback_min is None
+                      and self.webhook_rollbacks() > rollbacks_before):
                     res.to_rollback_min = self.sim_min(now - traffic_at)
                     self.log(f"canary rolled back after {res.to_rollback_min} simulated min")
             mine = [n for n in self.notifications() if n.at >= t0 and n.firing and set(n.alertnames) & set(expected)]
@@ -351,12 +383,13 @@ def table(clean: dict[str, Any], drills: list[DrillResult], args: argparse.Names
     def fmt(v: Any) -> str:
         return "-" if v is None else str(v)
 
-    lines = [f"clean period ({clean['simulated_hours']} simulated h incl. start-up at factor "
-             f"{args.startup_factor:g}, then factor {args.factor:g}): "
+    lines = [f"clean period ({clean['simulated_hours']} simulated h incl. start-up in real time, "
+             f"{args.startup_hold_s:g} s at factor {args.startup_factor:g}, then factor {args.factor:g}): "
              f"{clean['pages']} pages ({clean['pages_per_day']}/day), {clean['notifications']} notifications "
              f"({clean['notifications_per_day']}/day): {', '.join(clean['alerts']) or 'none'}",
              "",
-             f"drills at factor {args.drill_factor:g}; times in simulated minutes",
+             f"drills at factor {args.drill_factor:g} (sample-driven ones at "
+             f"{', '.join(f'{d} {f:g}' for d, f in SAMPLE_DRIVEN_DRILLS.items())}); times in simulated minutes",
              "",
              "| drill | detected | by | to notify (sim min) | to page (sim min) | to rollback (sim min) "
              "| pages | notifications | other alerts |",
@@ -375,7 +408,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                    help="time compression of the clean period, the simulated day and the anomaly jobs "
                         "(60: 1 wall s = 1 simulated min)")
     p.add_argument("--startup-factor", type=float, default=5.0,
-                   help="compression while the stack starts (start-up itself cannot be compressed)")
+                   help="compression for --startup-hold-s once the server is ready (real time before)")
     p.add_argument("--startup-hold-s", type=float, default=90.0,
                    help="wall seconds at the start-up factor after the server is ready")
     p.add_argument("--drill-factor", type=float, default=10.0,

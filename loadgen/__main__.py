@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
             "  error-burst      server-side injected 5xx (error_rate=0.5, version=...)\n"
             "  degraded-canary  shift canary_weight=20% of traffic to canary_version=2 (a degraded model)\n"
             "  surge            multiply the arrival rate by surge_factor=10\n"
+            "  query-drift      shoppers ask only the longest drift_share=0.25 of the queries (input drift)\n"
             "example: --duration 300 --scenario error-burst@60+90 --scenario degraded-canary@180+120"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -27,7 +27,7 @@ __all__ = [
     "parse_scenario",
 ]
 
-SCENARIO_NAMES = ("latency-spike", "error-burst", "degraded-canary", "surge")
+SCENARIO_NAMES = ("latency-spike", "error-burst", "degraded-canary", "surge", "query-drift")
 
 Positive = Annotated[float, Field(gt=0)]
 NonNegative = Annotated[float, Field(ge=0)]
@@ -109,7 +109,7 @@ class RelevanceConfig(Section):
 class ScenarioConfig(Section):
     """One fault drill: what, when (seconds after start) and for how long."""
 
-    name: Literal["latency-spike", "error-burst", "degraded-canary", "surge"] = "error-burst"
+    name: Literal["latency-spike", "error-burst", "degraded-canary", "surge", "query-drift"] = "error-burst"
     start_s: NonNegative = 0.0
     duration_s: Positive = 60.0
     latency_ms: Annotated[int, Field(ge=0)] = 800
@@ -119,6 +119,8 @@ class ScenarioConfig(Section):
     # A canary takes less traffic than the stable version.
     canary_weight: Annotated[int, Field(gt=0, lt=50)] = 20
     surge_factor: Annotated[float, Field(gt=1)] = 10.0
+    # query-drift: shoppers only ask the longest `drift_share` of the judged queries (by words).
+    drift_share: Annotated[float, Field(gt=0, lt=1)] = 0.25
 
 
 class LoadgenConfig(Section):

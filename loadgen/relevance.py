@@ -49,6 +49,7 @@ class RelevanceOracle:
         if not intents:
             raise ConfigError("relevance", f"catalog {self.catalog_name!r} has no judged query with a relevant product")
         self.intents = intents
+        self.intents_by_length = sorted(intents, key=lambda i: (-len(i.text.split()), i.query_id))
 
     def relevance(self, intent: Intent, product_id: str) -> float:
         """Normalised relevance in [0, 1]; unjudged products count as not relevant (IR convention)."""
@@ -57,8 +58,11 @@ class RelevanceOracle:
             return 0.0
         return min(1.0, max(0.0, (grade - self.min_grade) / (self.max_grade - self.min_grade)))
 
-    def pick_intent(self, rng: random.Random) -> Intent:
-        return rng.choice(self.intents)
+    def pick_intent(self, rng: random.Random, longest_share: Optional[float] = None) -> Intent:
+        """A uniformly drawn intent; with `longest_share`, one of that share of the longest queries (by words)."""
+        if longest_share is None:
+            return rng.choice(self.intents)
+        return rng.choice(self.intents_by_length[:max(1, round(longest_share * len(self.intents_by_length)))])
 
     def price(self, product_id: str) -> float:
         """The product's catalog price, else a stable pseudo-price so revenue stays deterministic."""

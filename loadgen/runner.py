@@ -159,7 +159,7 @@ class Simulator:
 
     async def _shop_once(self) -> None:
         user_id = f"user-{self.rng.randrange(self.cfg.shopper.users):06d}"
-        intent = self.oracle.pick_intent(self.rng)
+        intent = self.oracle.pick_intent(self.rng, self.control.longest_query_share)
         kind = self.rng.choices(self._kinds, self._kind_weights)[0]
         path, payload = self._request_for(kind, intent, user_id)
         reply = await self.client.call("POST", path, payload)

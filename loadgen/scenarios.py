@@ -6,6 +6,9 @@
   needed) -> its CTR drops, the canary-regression alert fires and Alertmanager's rollback webhook
   sets its weight back to 0.
 - surge: multiplies the arrival rate by `surge_factor` -> queue saturation, 429s.
+- query-drift: shoppers only ask the longest `drift_share` of the judged queries (a shift in the query
+  mix, e.g. after a voice-search launch) -> the served versions' drift statistics (PSI of query tokens
+  and scores against the registration reference) move and ModelDriftHigh fires.
 
 Server-side faults carry their own `duration_s`, so they expire even if the simulator dies.
 """
@@ -28,6 +31,7 @@ class TrafficControl:
     """Knobs the runner reads on every arrival; scenarios turn them."""
 
     rate_multiplier: float = 1.0
+    longest_query_share: Optional[float] = None  # set: shoppers draw intents from the longest queries only
     active: dict[str, "Scenario"] = field(default_factory=dict)
 
 
@@ -132,11 +136,22 @@ class DegradedCanary(Scenario):
                                     {"weights": self.previous})
 
 
+class QueryDrift(Scenario):
+    """Narrow the shoppers' intents to the longest queries; the server sees a shifted input population."""
+
+    async def start(self) -> None:
+        self.control.longest_query_share = self.cfg.drift_share
+
+    async def stop(self) -> None:
+        self.control.longest_query_share = None
+
+
 SCENARIOS: dict[str, type[Scenario]] = {
     "latency-spike": LatencySpike,
     "error-burst": ErrorBurst,
     "degraded-canary": DegradedCanary,
     "surge": Surge,
+    "query-drift": QueryDrift,
 }
 
 

@@ -56,9 +56,11 @@ def test_scenario_cli_syntax():
     assert (sc.name, sc.start_s, sc.duration_s, sc.error_rate, sc.version) == ("error-burst", 30.0, 90.0, 0.8, "2")
     assert parse_scenario("surge").start_s == 0.0
     assert parse_scenario("latency-spike+20s").duration_s == 20.0
+    assert parse_scenario("query-drift+600,drift_share=0.5").drift_share == 0.5
 
 
-@pytest.mark.parametrize("spec", ["boom", "surge@x", "surge,factor=3", "surge,surge_factor", "surge,surge_factor=x"])
+@pytest.mark.parametrize("spec", ["boom", "surge@x", "surge,factor=3", "surge,surge_factor", "surge,surge_factor=x",
+                                  "query-drift,drift_share=1"])
 def test_bad_scenario_specs(spec):
     with pytest.raises(ConfigError):
         parse_scenario(spec)

@@ -57,3 +57,29 @@ def test_server_env_overrides_apply_to_the_catalog(tmp_path, monkeypatch):
     monkeypatch.setenv("INFERENCE_SERVER__CATALOG__NUM_PRODUCTS", "220")
     oracle = load_oracle(RelevanceConfig(server_config=str(server_cfg)))
     assert len(oracle.product_ids) == 220
+
+
+async def test_query_drift_drill_shifts_the_query_mix_past_the_drift_alert_threshold():
+    """The query-drift drill narrows shoppers to the longest queries: the PSI of query length (the server's
+    `query_tokens` drift feature) against normal traffic crosses ModelDriftHigh's 0.25; normal traffic does not."""
+    from inference_server.lifecycle.drift import psi
+    from loadgen.config import ScenarioConfig
+    from loadgen.scenarios import TrafficControl, make_scenario
+
+    oracle = load_oracle(RelevanceConfig(catalog={**SMALL, "num_queries": 50}))
+    control = TrafficControl()
+    drill = make_scenario(ScenarioConfig(name="query-drift", drift_share=0.25), None, control)
+    rng = random.Random(3)
+
+    def lengths(n: int) -> list[int]:
+        return [len(oracle.pick_intent(rng, control.longest_query_share).text.split()) for _ in range(n)]
+
+    reference = lengths(2000)
+    assert psi(reference, lengths(2000)) < 0.1
+    await drill.start()
+    drifted = lengths(2000)
+    await drill.stop()
+    assert control.longest_query_share is None
+    assert psi(reference, drifted) > 0.25, psi(reference, drifted)
+    longest = sorted(len(i.text.split()) for i in oracle.intents)[-round(0.25 * len(oracle.intents))]
+    assert min(drifted) >= longest

@@ -3,7 +3,9 @@
 Used by the end-to-end tests (tests/e2e/shorten.py) and the alert scorecard
 (benchmarks/alert_scorecard.py). Only timing changes; expressions' logic, thresholds, labels and
 routes stay as shipped. A range window `[5m]` divided by 60 becomes `[5s]`; `for:` and
-`keep_firing_for:` divide the same way; `offset`s are left alone.
+`keep_firing_for:` divide the same way, and so do `offset`s (a "new series" check such as
+`x unless x offset 15m` must look back 15 simulated minutes, not 15 wall minutes, or a series that
+returns after a short gap reads as new again).
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Any
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 _DURATION = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
+_OFFSET = re.compile(r"\boffset\s+(-?)((?:\d+(?:ms|s|m|h|d|w|y))+)")
 _RANGE = re.compile(r"\[((?:\d+(?:ms|s|m|h|d|w|y))+)(:(?:(?:\d+(?:ms|s|m|h|d|w|y))+)?)?\]")
 ROUTE_TIMING_KEYS = ("group_wait", "group_interval", "repeat_interval")
 
@@ -42,7 +45,11 @@ def scale_duration(text: str, factor: float) -> str:
 
 
 def scale_windows(expr: str, factor: float) -> str:
-    """Divide every range window (and subquery range/step) in a PromQL expression by `factor`."""
+    """Divide every range window (and subquery range/step) and every `offset` in a PromQL expression by
+    `factor`."""
+    def offset(m: re.Match) -> str:
+        return f"offset {m.group(1)}{format_duration(parse_duration(m.group(2)) / factor)}"
+
     def sub(m: re.Match) -> str:
         window = format_duration(parse_duration(m.group(1)) / factor)
         step = m.group(2)
@@ -50,7 +57,7 @@ def scale_windows(expr: str, factor: float) -> str:
             step = ":" + format_duration(parse_duration(step[1:]) / factor)
         return f"[{window}{step or ''}]"
 
-    return _RANGE.sub(sub, expr)
+    return _OFFSET.sub(offset, _RANGE.sub(sub, expr))
 
 
 def compress_rules(rule_file: dict[str, Any], factor: float) -> dict[str, Any]:

@@ -8,7 +8,7 @@ timing changes; expressions' logic, thresholds, labels, annotations and routes s
   `--rules.alert.resend-delay` 1m -> 2s (a firing alert evaluated before Prometheus has discovered
   Alertmanager is otherwise only re-sent a minute later).
 - Rules: every range window in a rule `expr` is divided by `WINDOW_FACTOR` (15): 5m -> 20s,
-  15m -> 1m, 30m -> 2m, 1h -> 4m, 2h -> 8m, 6h -> 24m, 1d -> 96m, 3d -> 288m (`offset`s untouched).
+  15m -> 1m, 30m -> 2m, 1h -> 4m, 2h -> 8m, 6h -> 24m, 1d -> 96m, 3d -> 288m; `offset`s alike.
 - Rules: `keep_firing_for:` is divided by `WINDOW_FACTOR` like the windows (the page's 5m -> 20s).
 - Rules: `for:` of the alerts the test drives (`FAST_ALERTS`: the availability page,
   the canary regressions, the A/B test's promote and rollback) -> `FAST_FOR` (3s); every other `for:` keeps its value, so slower alerts
@@ -40,7 +40,7 @@ ALERTMANAGER_ROUTE_TIMING = {"group_wait": "1s", "group_interval": "2s"}
 
 
 def scale_windows(expr: str, factor: float = WINDOW_FACTOR) -> str:
-    """Divide every range window (and subquery range/step) in a PromQL expression by `factor`."""
+    """Divide every range window (and subquery range/step) and offset in a PromQL expression by `factor`."""
     return timescale.scale_windows(expr, factor)
 
 

@@ -1,4 +1,4 @@
-"""The e2e timing rewrite only touches windows and `for:` of the driven alerts, and stays valid PromQL."""
+"""The e2e timing rewrite only touches windows, offsets and `for:` of the driven alerts, and stays valid PromQL."""
 import subprocess
 
 import pytest
@@ -14,7 +14,8 @@ from tests.support.binaries import require_binary
     ("sum(rate(x[1h])) / sum(rate(y[30m]))", "sum(rate(x[4m])) / sum(rate(y[2m]))"),
     ("max_over_time(x[1d:5m])", "max_over_time(x[96m:20s])"),
     ("avg_over_time(x[1h:])", "avg_over_time(x[4m:])"),
-    ("rate(x[1h] offset 1w)", "rate(x[4m] offset 1w)"),
+    ("rate(x[1h] offset 1w)", "rate(x[4m] offset 672m)"),
+    ("x unless x offset 15m", "x unless x offset 1m"),
     ('x{le="0.5"} > 3', 'x{le="0.5"} > 3'),
     ("rate(x[1h30m])", "rate(x[6m])"),
 ])

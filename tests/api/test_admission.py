@@ -67,8 +67,10 @@ async def test_overload_is_shed_early_and_admitted_requests_meet_their_deadline(
     deadline_ms = 1000
     client = await make_client(wrap=SlowBackend, server={"request_timeout_ms": deadline_ms},
                                batching={"max_batch_size": 4, "window_batches": 1, "max_queue_delay_ms": 1})
-    for i in range(4):                                   # calibrate: a few measured windows
-        assert (await client.post("/v1/search", json={"query": f"warm {i}", "k": 2})).status == 200
+    for rnd in range(3):        # calibrate on full windows (4 texts), as under load: a window of one text
+        warm = await asyncio.gather(*[client.post("/v1/search", json={"query": f"warm {rnd} {i}", "k": 2})
+                                      for i in range(4)])     # over-states the cost per text on a busy CPU
+        assert [r.status for r in warm] == [200] * 4
 
     async def one(i: int):
         began = time.perf_counter()
@@ -87,14 +89,14 @@ async def test_overload_is_shed_early_and_admitted_requests_meet_their_deadline(
     await asyncio.sleep(0.5)
     records = [json.loads(line) for line in (tmp_path / "requests.jsonl").read_text().splitlines()]
     served = [r["total_ms"] for r in records if r["status"] == 200]
-    assert len(served) == len(ok) + 4 and max(served) <= deadline_ms * 1.1, max(served)
+    assert len(served) == len(ok) + 12 and max(served) <= deadline_ms * 1.1, max(served)
     assert all(r[2]["error"]["code"] == "overloaded" and r[3] for r in shed)
     assert max(r[1] for r in shed) < 0.5 * deadline_ms / 1000              # shed at once, not after waiting
     reg = client.metrics.registry
     shed_total = sum(sample_value(reg, "inference_admission_shed_total", {**VERSION, "reason": reason})
                      for reason in ("deadline", "queue_time", "late", "queue_full"))
     assert shed_total == len(shed)
-    assert sample_value(reg, "inference_admission_admitted_total", VERSION) == len(ok) + 4
+    assert sample_value(reg, "inference_admission_admitted_total", VERSION) == len(ok) + 12
     assert sample_value(reg, "inference_admission_predicted_wait_seconds_count", VERSION) >= len(ok)
     assert sample_value(reg, "inference_wasted_compute_seconds_total", VERSION) == 0
     assert sample_value(reg, "inference_model_errors_total", {**VERSION, "reason": "timeout"}) == 0

@@ -26,7 +26,7 @@ import os
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -38,7 +38,7 @@ from inference_server.models.backend import (
     resolve_weights_dir,
 )
 from inference_server.models.onnx_export import INPUT_NAMES, OUTPUT_NAME
-from inference_server.models.tokenization import FastTokenizer, Tokenized
+from inference_server.models.tokenization import FastTokenizer, FastTokenizerMixin, Tokenized
 
 __all__ = [
     "EngineCache",
@@ -193,7 +193,7 @@ def build_engine(trt, onnx_path: Path, profile: EngineProfile, precision: str, l
     return bytes(serialized)
 
 
-class TensorRTEncoderBackend(EncoderBackend):
+class TensorRTEncoderBackend(FastTokenizerMixin, EncoderBackend):
     """A TensorRT engine with pre-allocated I/O (see module docstring)."""
 
     backend_name = "tensorrt"
@@ -257,15 +257,6 @@ class TensorRTEncoderBackend(EncoderBackend):
         self._lock = threading.Lock()   # one execution context: one batch at a time
         log.info("TensorRT engine %s (%s, profile batch<=%d seq<=%d) %s", self.engine_key[:12], self.precision,
                  self.profile.max_batch, self.profile.max_seq, "reused from cache" if self.engine_reused else "built")
-
-    def token_lengths(self, texts: Sequence[str]) -> list[int]:
-        return self.fast_tokenizer.tokenize(texts).lengths
-
-    def tokenize(self, texts: Sequence[str]) -> Tokenized:
-        return self.fast_tokenizer.tokenize(texts)
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        return self.encode_tokens(self.fast_tokenizer.tokenize(texts))
 
     def encode_tokens(self, batch: Tokenized) -> np.ndarray:
         n = len(batch)

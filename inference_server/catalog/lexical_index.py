@@ -25,8 +25,6 @@ import logging
 import math
 import os
 import re
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Collection, Optional, Sequence
@@ -34,6 +32,7 @@ from typing import Collection, Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from inference_server.catalog.atomic_dir import atomic_directory
 from inference_server.catalog.query_spelling import SPELLER_RULES, QuerySpeller
 from inference_server.catalog.types import Catalog
 
@@ -169,21 +168,13 @@ class LexicalIndex:
         return type(self).build(catalog, cache_dir, progress=progress)
 
     def _save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
-        try:
+        with atomic_directory(path) as tmp:
             self.retriever.save(str(tmp), show_progress=False)
             meta = {"catalog_fingerprint": self.catalog_fingerprint, "normaliser_fingerprint": normaliser_fingerprint(),
                     "ids": self.ids, "doc_lengths": self.doc_lengths.tolist(),
                     "document_frequency": self.document_frequency}
             (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
             os.chmod(tmp, 0o755)
-            if path.exists():
-                shutil.rmtree(path)
-            os.replace(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
 
     # ---- scoring -------------------------------------------------------------------------------
     def query_terms(self, query: str) -> list[str]:

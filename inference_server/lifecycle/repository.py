@@ -27,7 +27,6 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Sequence
@@ -38,6 +37,7 @@ from pydantic import Field
 
 from typed_config import Section, parse_section
 
+from inference_server.catalog.atomic_dir import atomic_directory
 from inference_server.config import BatchingConfig, ConfigError, ModelRepositoryConfig, VersionPolicy
 from inference_server.models.degrade import DegradeConfig
 from inference_server.models.backend import EncoderBackend, ModelSpec, resolve_weights_dir
@@ -371,9 +371,7 @@ class ModelRepository:
             "settings": settings or {},
             **(extra or {}),
         }
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".register-", dir=target.parent))
-        try:
+        with atomic_directory(target) as tmp:
             np.savez(tmp / "golden.npz", queries=np.asarray(golden.queries, dtype=np.str_),
                      embeddings=golden.embeddings.astype(np.float32),
                      topk_ids=np.asarray(golden.topk_ids, dtype=np.str_),
@@ -381,12 +379,6 @@ class ModelRepository:
             np.savez(tmp / "drift_reference.npz", **{f: np.asarray(v, dtype=np.float64) for f, v in drift.items()})
             (tmp / "evaluation.json").write_text(json.dumps(evaluation, indent=2) + "\n")
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return _read_artifacts(target)
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
+from symspellpy import SymSpell, Verbosity
+
 __all__ = ["MIN_LENGTH", "QuerySpeller", "SPELLER_RULES"]
 
 MIN_LENGTH = 4                 # shorter terms are too ambiguous to correct ("pvc", "led", "gal")
@@ -25,8 +27,6 @@ class QuerySpeller:
     """Maps unknown query terms to the closest known catalog term (symspellpy's symmetric-delete lookup)."""
 
     def __init__(self, vocabulary: Mapping[str, int]) -> None:
-        from symspellpy import SymSpell
-
         self._known = vocabulary
         self._sym = SymSpell(max_dictionary_edit_distance=2, prefix_length=7)
         for term, count in vocabulary.items():
@@ -37,8 +37,6 @@ class QuerySpeller:
         """`term` itself when known, numeric or short; else the closest vocabulary term (or `term` if none)."""
         if term in self._known or len(term) < MIN_LENGTH or not term.isalpha():
             return term
-        from symspellpy import Verbosity
-
         suggestions = self._sym.lookup(term, Verbosity.CLOSEST, max_edit_distance=1 if len(term) < _LONG else 2)
         return suggestions[0].term if suggestions else term
 

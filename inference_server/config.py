@@ -89,6 +89,11 @@ class ServerConfig(Section):
     retry_after_s: PositiveInt = 1            # Retry-After on 429 queue_full / 503 / 504
     not_ready_retry_after_s: PositiveInt = 5  # Retry-After on 503 not_ready while loading
     access_log: bool = False                  # aiohttp's access log (the JSON request log is separate)
+    # auto: uvloop when installed (it is a dependency on Linux and macOS), else asyncio's own loop.
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
+    # How long the event loop may keep the GIL from a model thread that wants it back after a pass
+    # (Python's default is 5 ms; sys.setswitchinterval). Shorter keeps the model busier under load.
+    gil_switch_interval_ms: Annotated[float, Field(gt=0, le=100)] = 0.5
     # Slow and broken clients (docs/server.md, "Slow clients and shutdown").
     keepalive_timeout_s: PositiveNumber = 5.0    # complete request headers due this long after connect / last response
     body_timeout_s: PositiveNumber = 10.0        # whole body due this long after the headers -> 408 timeout
@@ -120,6 +125,10 @@ class BatchingConfig(Section):
     # A collection window holds up to max_batch_size * window_batches texts; it is sorted by token
     # length and cut into batches, so texts of similar length share a batch (less padding).
     window_batches: PositiveInt = 4
+    # While every instance is busy, take the next window ahead once 1/(instances + 1) of the texts in
+    # the server wait (pipelined), not only once a full window waits: a finishing instance then finds
+    # work queued instead of idling while its answers go out (docs/server.md, "Dynamic batching").
+    pipeline: bool = True
     # Model instances per version: batches that run at the same time, each in its own worker
     # thread (Triton's instance count). 1 keeps latency lowest at moderate load; None = auto (the
     # usable CPU cores on CPU, torch threads split between them; 1 on a GPU) adds throughput under

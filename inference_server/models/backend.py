@@ -47,6 +47,9 @@ class ModelSpec(Section):
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     max_seq_length: Annotated[int, Field(ge=2)] = 128
     num_threads: Optional[Annotated[int, Field(ge=1)]] = None  # torch intra-op threads on CPU (process-wide setting)
+    # torch: run serving passes as a frozen TorchScript graph (one C++ call per batch instead of ~300
+    # Python op dispatches, which also hold the GIL) or eagerly. auto: the graph on CPU, eager on CUDA.
+    torch_graph: Literal["auto", "torchscript", "eager"] = "auto"
     # -- acceleration: quantisation, caches, parity gate, TensorRT profile --
     quantization: Literal["none", "int8", "fp8"] = "none"   # onnxruntime: int8 dynamic; tensorrt: int8/fp8
     cache_dir: Optional[str] = None   # ONNX exports, TensorRT engines, parity references; None -> var/cache/models

@@ -100,7 +100,7 @@ def export_onnx(output: str | Path, weights: Optional[str] = None, opset: int = 
     from inference_server.models.torch_backend import TorchEncoderBackend
 
     backend = TorchEncoderBackend(
-        ModelSpec(weights=weights, device="cpu", dtype="float32", max_seq_length=max_seq_length)
+        ModelSpec(weights=weights, device="cpu", dtype="float32", max_seq_length=max_seq_length, torch_graph="eager")
     )
     try:
         return export_encoder(backend, output, opset, check)

@@ -296,7 +296,8 @@ def reference_vectors(spec: ModelSpec, weights_dir: Path, sample: ParitySample, 
     if factory is None:
         from inference_server.models.torch_backend import TorchEncoderBackend as factory  # noqa: N813
     ref = factory(ModelSpec(name=spec.name, version=spec.version, backend="torch", weights=str(weights_dir),
-                            device="cpu", dtype="float32", max_seq_length=spec.max_seq_length, parity_gate=False))
+                            device="cpu", dtype="float32", max_seq_length=spec.max_seq_length, parity_gate=False,
+                            torch_graph="eager"))   # the module as written: what a traced graph is held to
     try:
         vectors = _encode_all(ref, sample.texts)
     finally:

@@ -70,7 +70,8 @@ class _Job:
     queue_seconds: float = 0.0
     compute_seconds: float = 0.0
     tokens: list[int] = field(default_factory=list)
-    started: bool = False
+    started: bool = False           # a text of it was taken into a window
+    began: bool = False             # a window holding a text of it began on an instance
     batches: set = field(default_factory=set)   # ids of the batches its texts ran in
     top_k: Optional[int] = None
     hits: Optional[tuple[np.ndarray, np.ndarray]] = None
@@ -132,6 +133,8 @@ class DynamicBatcher:
                                             thread_name_prefix=f"encode-{model}-{version}")
         self._free = self.instances          # instances not running a window
         self._ahead = 0                      # windows dispatched while every instance was busy (0 or 1)
+        self._running = 0                    # texts of dispatched windows not yet finished
+        self._ahead_window: Optional[list[_Text]] = None   # the window taken ahead until it begins
         self._slot_freed = asyncio.Event()
         self._inflight: set[asyncio.Task] = set()
         self._task: Optional[asyncio.Task] = None
@@ -168,7 +171,8 @@ class DynamicBatcher:
 
     @property
     def depth(self) -> int:
-        return len(self._pending)
+        """Texts waiting: queued, or in the window taken ahead that no instance has begun."""
+        return len(self._pending) + len(self._ahead_window or ())
 
     @property
     def capacity(self) -> int:
@@ -202,7 +206,8 @@ class DynamicBatcher:
             raise ApiError(429, "queue_full", f"batch queue is full ({self.depth}/{self.capacity} texts waiting)",
                            retry_after=self.retry_after_s)
         try:
-            wait = self.admission.admit(len(texts), self.depth, now, deadline)
+            # A window taken ahead is already in the admission lanes: only the queue is ahead of these.
+            wait = self.admission.admit(len(texts), len(self._pending), now, deadline)
         except Overloaded as exc:
             self._shed[exc.reason].inc()
             raise
@@ -240,7 +245,7 @@ class DynamicBatcher:
         if job.future.done():
             return
         loop = asyncio.get_running_loop()
-        if not job.started:
+        if not job.began:   # queued, or in a window taken ahead that has not begun (it skips late texts)
             self._drop(job)
             self._shed["late"].inc()
             job.fail(Overloaded("late", f"server overloaded: {(job.deadline - loop.time()) * 1000:.0f} ms left "
@@ -261,6 +266,20 @@ class DynamicBatcher:
 
     # -- collector ---------------------------------------------------------------------------
 
+    def _unit(self, window_size: int) -> int:
+        """Texts to hand an instance: a full window when that many wait (overload), else a batch of
+        what is in the server split in instances + 1 parts (at most max_batch_size).
+
+        The extra part is what keeps instances busy under a closed loop: with every text in the server
+        running, a finishing instance would find nothing queued and idle while its answers go out and
+        the next requests come in; with one part queued, it starts the next batch at once (the window
+        taken ahead). Smaller batches cost little next to an idle instance.
+        """
+        if len(self._pending) >= window_size or not self.config.pipeline:
+            return window_size
+        in_server = len(self._pending) + self._running
+        return min(self.config.effective_batch_size, max(1, in_server // (self.instances + 1)))
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         max_batch = self.config.effective_batch_size
@@ -272,13 +291,14 @@ class DynamicBatcher:
                 await self._wakeup.wait()
                 continue
             if self._free == 0:
-                # Under load, take the next full window while every instance is busy: the worker starts
-                # it the moment an instance is free, instead of idling until the (busy) event loop gets
-                # round to dispatching it. The worker re-checks each text's time left before its batch.
+                # Every instance is busy: take the next window now once a unit of texts waits; the
+                # worker starts it the moment an instance is free, instead of idling until the (busy)
+                # event loop gets round to dispatching it. The worker re-checks each text's time left.
                 if self._ahead == 0:
-                    if len(self._pending) >= window_size:
+                    unit = self._unit(window_size)
+                    if len(self._pending) >= unit:
                         now = loop.time()
-                        window = self._take_window(window_size, now, min(self.admission.lanes(now)))
+                        window = self._take_window(unit, now, min(self.admission.lanes(now)))
                         if window:
                             self._dispatch(window, ahead=True)
                         continue
@@ -288,9 +308,11 @@ class DynamicBatcher:
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
                 continue
-            # Wait for a full batch or until the oldest text has waited `delay`.
+            # Wait for a full batch or until the oldest text has waited `delay`; while other instances
+            # run, a unit is enough (they are busy: this one should be too).
             oldest = self._pending[0].job.enqueued
-            while len(self._pending) < max_batch and not self._closed:
+            while not self._closed and len(self._pending) < (
+                    max_batch if self._running == 0 else min(max_batch, self._unit(window_size))):
                 remaining = oldest + delay - loop.time()
                 if remaining <= 0:
                     break
@@ -310,14 +332,17 @@ class DynamicBatcher:
         collecting meanwhile."""
         if ahead:
             self._ahead += 1
+            self._ahead_window = window
         else:
             self._free -= 1
+        self._running += len(window)
         task = asyncio.get_running_loop().create_task(self._run_window_guarded(window))
         self._inflight.add(task)
-        task.add_done_callback(self._window_done)
+        task.add_done_callback(lambda done: self._window_done(done, len(window)))
 
-    def _window_done(self, task: asyncio.Task) -> None:
+    def _window_done(self, task: asyncio.Task, texts: int) -> None:
         self._inflight.discard(task)
+        self._running -= texts
         if self._ahead:          # the window taken ahead has this instance now
             self._ahead -= 1
         else:
@@ -401,8 +426,11 @@ class DynamicBatcher:
     def _window_began(self, window: list[_Text], token: int, at: float) -> None:
         """Event loop: the worker started `window` at `at` (a window taken ahead waits for its instance)."""
         self.admission.window_began(token, len(window), at)
+        if window is self._ahead_window:
+            self._ahead_window = None
         for text in window:
             job = text.job
+            job.began = True
             job.queue_seconds = max(job.queue_seconds, at - job.enqueued)
 
     def _deliver(self, window: list[_Text], lengths: list[int], batch) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
+
 from .conftest import FaultyBackend, GatedBackend, sample_value
 
 VERSION = {"model": "minilm", "version": "1"}
@@ -18,26 +20,28 @@ async def _wait_until(predicate, what: str, attempts: int = 2000) -> None:
 
 
 async def test_concurrent_requests_form_batches(make_client):
+    """Requests queued behind a busy instance share batches; the first window is taken ahead with at
+    most half of what is in the server (the other half queues, so the instance never idles)."""
     client = await make_client(wrap=GatedBackend, batching={"max_batch_size": 16, "max_queue_delay_ms": 50})
     backend = client.backend
     backend.arm()
-    # The first request occupies the worker; the next 12 queue up behind it and must share a batch.
     first = asyncio.ensure_future(client.post("/v1/search", json={"query": "first", "k": 2}))
     await _wait_until(backend.entered.is_set, "the worker to start")
     batcher = client.state.get("minilm", "1").batcher
     rest = [asyncio.ensure_future(client.post("/v1/search", json={"query": f"cordless drill {i}", "k": 2}))
             for i in range(12)]
-    await _wait_until(lambda: batcher.depth == 12, "12 queued texts")
+    # One window is taken ahead (1..6 texts, by when the collector saw them); the rest wait for it.
+    await _wait_until(lambda: batcher.depth == 12, "12 texts waiting")
+    assert 1 <= len(batcher._ahead_window) <= 6   # the rest is queued behind it
     backend.gate.set()
     responses = await asyncio.gather(first, *rest)
     assert [r.status for r in responses] == [200] * 13
-    assert backend.calls[-1] == 12
+    assert backend.calls[0] == 1 and sum(backend.calls) == 13
+    assert 3 <= len(backend.calls) <= 5 and max(backend.calls) >= 5, backend.calls
     reg = client.metrics.registry
-    assert sample_value(reg, "inference_batch_size_count", VERSION) == 2
-    # One batch of 1, one of 12: the le=8 bucket holds only the first.
-    assert sample_value(reg, "inference_batch_size_bucket", {**VERSION, "le": "8.0"}) == 1
+    assert sample_value(reg, "inference_batch_size_count", VERSION) == len(backend.calls)
     assert sample_value(reg, "inference_batch_size_sum", VERSION) == 13
-    assert sample_value(reg, "inference_compute_duration_seconds_count", VERSION) == 2
+    assert sample_value(reg, "inference_compute_duration_seconds_count", VERSION) == len(backend.calls)
 
 
 async def test_model_instances_run_batches_concurrently(make_client):
@@ -59,6 +63,36 @@ async def test_model_instances_run_batches_concurrently(make_client):
     assert sample_value(client.metrics.registry, "inference_batch_size_sum", VERSION) == 8
 
 
+@pytest.mark.parametrize("pipeline", [True, False])
+async def test_busy_instances_get_their_next_window_ahead_once_a_unit_waits(make_client, pipeline):
+    """Pipelined: with both instances busy on 8 texts, the third text to wait makes a unit (11 texts in
+    the server over 2 instances + 1) and is taken ahead; without it, texts wait for a full window
+    (or the queue delay)."""
+    client = await make_client(wrap=GatedBackend, batching={"max_batch_size": 8, "max_queue_delay_ms": 1000,
+                                                            "instances": 2, "pipeline": pipeline})
+    backend, batcher = client.backend, client.state.get("minilm", "1").batcher
+    backend.arm()
+    post = lambda q: asyncio.ensure_future(client.post("/v1/search", json={"query": q, "k": 2}))  # noqa: E731
+    running = [post(f"oak table {i}") for i in range(8)]
+    await _wait_until(lambda: len(backend.calls) == 2, "both instances busy")
+    waiting = []
+    for i in range(3):
+        waiting.append(post(f"walnut desk {i}"))
+        await _wait_until(lambda n=len(waiting): batcher.depth == n, "texts waiting")
+    await asyncio.sleep(0.05)   # the collector has seen all three
+    if pipeline:
+        assert batcher._ahead == 1 and len(batcher._ahead_window) == 3 and not batcher._pending
+    else:
+        assert batcher._ahead == 0 and len(batcher._pending) == 3
+    backend.gate.set()
+    assert [r.status for r in await asyncio.gather(*running, *waiting)] == [200] * 11
+    # Pipelined, the 3 ran as one window the moment an instance was free; else they waited for the
+    # queue delay and were then split between the two free instances.
+    assert sorted(backend.calls) == ([3, 4, 4] if pipeline else [1, 2, 4, 4])
+    await _wait_until(lambda: batcher._running == 0, "the windows to finish")
+    assert batcher._ahead_window is None and batcher.depth == 0
+
+
 async def test_auto_instances_follow_the_device(shared_backend):
     from inference_server.config import BatchingConfig
     from inference_server.models.backend import usable_cpu_count
@@ -72,6 +106,7 @@ async def test_auto_instances_follow_the_device(shared_backend):
 
 
 async def test_batches_group_similar_token_lengths(make_client):
+    """A window is sorted by token length before it is cut into batches (less padding)."""
     client = await make_client(wrap=GatedBackend, batching={"max_batch_size": 2, "max_queue_delay_ms": 50})
     backend = client.backend
     seen: list[list[str]] = []
@@ -83,19 +118,12 @@ async def test_batches_group_similar_token_lengths(make_client):
 
     backend.inner = type("Spy", (), {"encode": staticmethod(spy),
                                      "token_lengths": backend.inner.token_lengths})()
-    backend.arm()
-    first = asyncio.ensure_future(client.post("/v1/search", json={"query": "warm", "k": 1}))
-    await _wait_until(backend.entered.is_set, "the worker to start")
-    batcher = client.state.get("minilm", "1").batcher
     long_a = "stainless steel cordless drill with two batteries and a charger in a case"
     long_b = "heavy duty cordless hammer drill with brushless motor and three speed gearbox"
-    queries = [long_a, "lamp", long_b, "rug"]
-    rest = []
-    for q in queries:  # submitted alternating long/short
-        rest.append(asyncio.ensure_future(client.post("/v1/search", json={"query": q, "k": 1})))
-        await _wait_until(lambda n=len(rest): batcher.depth == n, "queued")
-    backend.gate.set()
-    assert all(r.status == 200 for r in await asyncio.gather(first, *rest))
+    # One request's four texts, alternating short/long, queue at once: one window of 4 (2 batches).
+    items = [{"id": "a", "title": long_a}, {"id": "r", "title": "rug"}, {"id": "b", "title": long_b}]
+    resp = await client.post("/v1/rank", json={"query": "lamp", "items": items})
+    assert resp.status == 200
     assert {frozenset(batch) for batch in seen[-2:]} == {frozenset({"lamp", "rug"}), frozenset({long_a, long_b})}
 
 

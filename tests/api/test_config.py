@@ -147,3 +147,41 @@ def test_cli_help_and_check_config(tmp_path):
     path.write_text("traffic:\n  weights: {'1': 1}\n")
     flag = _cli("--config", str(path), "--check-config", "--port", "70000")
     assert flag.returncode == 2 and "config error: server.port:" in flag.stderr
+
+
+def test_event_loop_choice(monkeypatch):
+    import uvloop
+
+    from inference_server.api.app import event_loop_factory
+
+    assert event_loop_factory("auto") is uvloop.new_event_loop
+    assert event_loop_factory("uvloop") is uvloop.new_event_loop
+    assert event_loop_factory("asyncio") is None
+    monkeypatch.setitem(sys.modules, "uvloop", None)   # not installed: importing it raises ImportError
+    assert event_loop_factory("auto") is None
+    with pytest.raises(RuntimeError, match="server.event_loop is 'uvloop' but uvloop is not installed"):
+        event_loop_factory("uvloop")
+
+
+@pytest.mark.parametrize("loop, module", [("uvloop", "uvloop"), ("asyncio", "asyncio.unix_events")])
+def test_serve_runs_on_the_configured_loop_with_the_gil_switch_interval(monkeypatch, loop, module):
+    import asyncio
+
+    from inference_server.api import app as app_module
+
+    seen = {}
+
+    async def fake_run_server(app, config, access_log=None):
+        seen["loop"] = type(asyncio.get_running_loop()).__module__
+        seen["switch"] = sys.getswitchinterval()
+
+    monkeypatch.setattr(app_module, "run_server", fake_run_server)
+    monkeypatch.setattr(app_module, "create_app", lambda config: None)
+    before = sys.getswitchinterval()
+    try:
+        app_module.serve(parse_config({"server": {"event_loop": loop, "gil_switch_interval_ms": 0.25}}))
+    finally:
+        sys.setswitchinterval(before)
+    assert seen == {"loop": module, "switch": pytest.approx(0.00025)}
+    with pytest.raises(ConfigError, match="server.gil_switch_interval_ms: Input should be greater than 0"):
+        parse_config({"server": {"gil_switch_interval_ms": 0}})

@@ -168,3 +168,64 @@ def test_model_threads_leave_a_core_to_the_event_loop(monkeypatch):
                                       (16, 4, 4), (4, 4, 1)):
         monkeypatch.setattr(backend_module, "usable_cpu_count", lambda: cores)
         assert backend_module.model_threads(instances) == threads, (cores, instances)
+
+
+def test_cpu_serving_runs_a_frozen_torchscript_graph_that_matches_eager(encoder_backend):
+    """auto on CPU: passes run as one traced, frozen graph; it agrees with the eager module on batch
+    sizes and lengths other than the traced ones, padded or not."""
+    assert encoder_backend.graph == "torchscript" and encoder_backend.describe()["graph"] == "torchscript"
+    eager = create_backend(ModelSpec(device="cpu", dtype="float32", torch_graph="eager"))
+    try:
+        assert eager.graph == "eager" and eager._forward is eager.module
+        texts = ["oak", DRILL, SHEETS, "a much longer product title " * 6, "rug"]
+        for batch in (texts[:1], texts, texts * 7):
+            np.testing.assert_allclose(encoder_backend.encode(batch), eager.encode(batch), atol=1e-5)
+    finally:
+        eager.close()
+
+
+def test_a_graph_that_cannot_be_traced_is_served_eagerly_or_refused(monkeypatch, caplog):
+    from inference_server.models import torch_backend
+
+    def broken_trace(*args, **kwargs):
+        raise RuntimeError("unsupported operator")
+
+    monkeypatch.setattr(torch_backend.torch.jit, "trace", broken_trace)
+    fallback = create_backend(ModelSpec(device="cpu", dtype="float32"))          # auto: eager, with a warning
+    try:
+        assert fallback.graph == "eager" and fallback.encode(["oak"]).shape == (1, 384)
+        assert "tracing it to a TorchScript graph failed: unsupported operator" in caplog.text
+    finally:
+        fallback.close()
+    with pytest.raises(BackendUnavailable, match="cannot trace .* unsupported operator"):
+        create_backend(ModelSpec(device="cpu", dtype="float32", torch_graph="torchscript"))
+
+
+def test_a_trace_that_disagrees_with_the_module_is_not_served(monkeypatch):
+    """The trace is checked on other shapes: a graph with a shape baked in is refused, not served."""
+    from inference_server.models import torch_backend
+
+    real_trace = torch_backend.torch.jit.trace
+
+    def trace_that_ignores_the_mask(module, example, **kwargs):
+        traced = real_trace(module, example, **kwargs)
+
+        class Wrong(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.inner = traced
+
+            def forward(self, input_ids, attention_mask):
+                vectors, ids, mask = self.inner(input_ids, torch.ones_like(attention_mask))
+                return vectors, ids, mask
+
+        return torch.jit.script(Wrong().eval())
+
+    monkeypatch.setattr(torch_backend.torch.jit, "trace", trace_that_ignores_the_mask)
+    with pytest.raises(BackendUnavailable, match="traced graph disagrees with the module"):
+        create_backend(ModelSpec(device="cpu", dtype="float32", torch_graph="torchscript"))
+
+
+def test_bad_torch_graph_value_is_rejected():
+    with pytest.raises(ValueError, match="torch_graph"):
+        ModelSpec(torch_graph="compiled")

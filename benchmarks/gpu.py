@@ -18,7 +18,6 @@ Without a GPU it says so and exits 0 (nothing to measure).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import shutil
 import subprocess
@@ -119,7 +118,7 @@ def throughput(backends, texts, seconds):
 
 @section("3. HTTP /v1/search closed loop vs the in-process limit")
 def http(best_name, spec, args, queries):
-    from benchmarks.serving import closed_loop
+    from benchmarks.serving import closed_loop, run_client
     from devstack.components import start_inference_server
     from devstack.processes import running
     from inference_server.catalog import CatalogConfig, VectorIndex, load_catalog
@@ -158,7 +157,7 @@ def http(best_name, spec, args, queries):
         with running(server):
             port = int(server.url.rsplit(":", 1)[1])
             for concurrency in (32, 256):
-                r = asyncio.run(closed_loop(port, queries, concurrency, args.http_duration, 10))
+                r = run_client(closed_loop(port, queries, concurrency, args.http_duration, 10))
                 ratio = r["qps"] / limit[best_size]
                 print(f"   (b) c={concurrency:3d}: {r['qps']:8.1f} q/s p50 {r['p50_ms']:.1f} ms p99 {r['p99_ms']:.1f} ms "
                       f"({r['failed']} failed)   (b)/(a) = {ratio:.2f} target >= {TARGET_HTTP}: "

@@ -121,10 +121,9 @@ def timed(index, queries: np.ndarray, batch: int, latency_queries: int) -> tuple
 
 def serve_phase(args, backend, real: np.ndarray, terms: list[str]) -> int:
     """End-to-end: /v1/search p99 with a 5k and a `--products` catalog, both from a prepared cache."""
-    import asyncio
     import tempfile
 
-    from benchmarks.serving import closed_loop
+    from benchmarks.serving import closed_loop, run_client
     from devstack.components import start_inference_server
     from devstack.processes import running
     from inference_server.catalog import CatalogConfig, load_catalog
@@ -158,7 +157,7 @@ def serve_phase(args, backend, real: np.ndarray, terms: list[str]) -> int:
             server = start_inference_server(Path(workdir), overrides=overrides, timeout=1800)
             with running(server):
                 port = int(server.url.rsplit(":", 1)[1])
-                results[n] = asyncio.run(closed_loop(port, terms[:500], args.concurrency, args.duration, 10))
+                results[n] = run_client(closed_loop(port, terms[:500], args.concurrency, args.duration, 10))
         r = results[n]
         print(f"[serve] {n:>9,} products: {r['qps']:.1f} q/s  p50 {r['p50_ms']:.1f} ms  p95 {r['p95_ms']:.1f} ms  "
               f"p99 {r['p99_ms']:.1f} ms  ({r['ok']} ok, {r['failed']} failed)", flush=True)

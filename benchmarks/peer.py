@@ -17,7 +17,6 @@ then ours / peer (target >= 1.5 at 32 and 128).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import subprocess
 import sys
@@ -29,7 +28,7 @@ sys.path.insert(0, str(REPO_ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from benchmarks.serving import closed_loop  # noqa: E402
+from benchmarks.serving import closed_loop, run_client  # noqa: E402
 
 PEER_PACKAGE = "infinity-emb[server,torch]"
 PEER_VERSION = "0.0.78"
@@ -138,7 +137,7 @@ def main(argv=None) -> int:
         print(f"ours: /v1/search, backend {model['backend']}/{model['dtype']}, batching "
               f"{model['batching']['max_batch_size']}", flush=True)
         for c in levels:
-            ours[c] = asyncio.run(closed_loop(port, queries, c, args.duration, args.k))
+            ours[c] = run_client(closed_loop(port, queries, c, args.duration, args.k))
             print(f"  ours  c={c:4d}: {_fmt(ours[c])}", flush=True)
     try:
         python = ensure_peer(Path(args.peer_venv))
@@ -151,7 +150,7 @@ def main(argv=None) -> int:
         port = int(peer.url.rsplit(":", 1)[1])
         print(f"peer: infinity-emb {PEER_VERSION} /embeddings, torch engine, batch {args.peer_batch_size}", flush=True)
         for c in levels:
-            peer_results[c] = asyncio.run(closed_loop(port, queries, c, args.duration, args.k, path="/embeddings",
+            peer_results[c] = run_client(closed_loop(port, queries, c, args.duration, args.k, path="/embeddings",
                                                       make_body=lambda q: {"model": "minilm", "input": [q]}))
             print(f"  peer  c={c:4d}: {_fmt(peer_results[c])}", flush=True)
     print("\nours / peer (one run, same machine, same client):")

@@ -185,6 +185,9 @@ class TorchEncoderBackend(FastTokenizerMixin, EncoderBackend):
 
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            # torch 2.13 (pinned) deprecates torch.jit; a torch without it fails here, and `auto` serves
+            # eagerly (with a warning) until this moves to torch.export.
+            warnings.simplefilter("ignore", DeprecationWarning)
             traced = torch.jit.freeze(torch.jit.trace(_KeepInputs(self.module).eval(), tensors(_TRACE_TEXTS),
                                                       check_trace=False))
 

@@ -8,7 +8,9 @@ backend, i.e. torch with dtype auto, then onnxruntime float32 and torch float32 
   (b) HTTP closed loop: throughput and p50/p95/p99 latency of POST /v1/search with N concurrent
       clients against a server subprocess with dynamic batching on;
   (c) the same with batching off (max batch 1);
-then (b)/(a) (target >= 0.85) and (b)/(c) (target >= 1.5).
+then (b)/(a) (target >= 0.85) and (b)/(c) (target >= 1.5). Under (b) and (c), the CPU each part
+used over the measured window: the server's event loop (its main thread), its other threads (model
+instances, request log writer), the load generator, and what stayed idle.
 
 The load generator is a minimal keep-alive HTTP/1.1 client on raw asyncio streams (on uvloop), so it
 takes as little CPU as possible from the server on a small machine.
@@ -152,9 +154,47 @@ async def _client(port: int, requests: list[bytes], stop_at: float, warm_until: 
         writer.close()
 
 
+def _cpu_seconds(server_pid: Optional[int]) -> dict:
+    """CPU seconds so far: the server's threads (by thread id; its main thread runs the event loop)
+    and this process (the load generator)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    out = {"client": usage.ru_utime + usage.ru_stime, "threads": {}}
+    if server_pid is None:
+        return out
+    tick = os.sysconf("SC_CLK_TCK")
+    for tid in os.listdir(f"/proc/{server_pid}/task"):
+        try:
+            with open(f"/proc/{server_pid}/task/{tid}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:   # the thread ended
+            continue
+        out["threads"][int(tid)] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def cpu_split(before: dict, after: dict, server_pid: int, seconds: float, requests: int) -> dict:
+    """Cores used over `seconds` and CPU per request: server event loop, server's other threads
+    (model instances, request log writer), load generator; what is left of the machine was idle."""
+    def delta(tid):
+        return after["threads"].get(tid, 0.0) - before["threads"].get(tid, 0.0)
+
+    loop = delta(server_pid)
+    other = sum(delta(tid) for tid in after["threads"] if tid != server_pid)
+    client = after["client"] - before["client"]
+    per = 1e6 / max(1, requests)
+    return {"loop_cores": loop / seconds, "other_cores": other / seconds, "client_cores": client / seconds,
+            "idle_cores": os.cpu_count() - (loop + other + client) / seconds,
+            "loop_us": loop * per, "other_us": other * per, "client_us": client * per}
+
+
 async def closed_loop(port: int, queries: list[str], concurrency: int, duration: float, k: int,
-                      path: str = "/v1/search", make_body=None) -> dict:
-    """`concurrency` keep-alive clients, each sending its next request when the last answer is read."""
+                      path: str = "/v1/search", make_body=None, server_pid: Optional[int] = None) -> dict:
+    """`concurrency` keep-alive clients, each sending its next request when the last answer is read.
+
+    With `server_pid` (a local server), the result has "cpu": `cpu_split` over the measured window.
+    """
     import json
 
     make_body = make_body or (lambda q: {"query": q, "k": k})
@@ -170,6 +210,9 @@ async def closed_loop(port: int, queries: list[str], concurrency: int, duration:
     stop_at = warm_until + duration
     latencies: list[float] = []
     failures: list[int] = []
+    cpu: list[dict] = []
+    loop.call_at(warm_until, lambda: cpu.append(_cpu_seconds(server_pid)))
+    loop.call_at(stop_at, lambda: cpu.append(_cpu_seconds(server_pid)))
     await asyncio.gather(*[
         _client(port, requests, stop_at, warm_until, latencies, failures, offset=i * 7)
         for i in range(concurrency)
@@ -187,6 +230,8 @@ async def closed_loop(port: int, queries: list[str], concurrency: int, duration:
         "mean_ms": statistics.fmean(latencies) * 1000 if latencies else float("nan"),
         "ok": len(latencies),
         "failed": len(failures),
+        **({"cpu": cpu_split(cpu[0], cpu[1], server_pid, duration, len(latencies) + len(failures))}
+           if server_pid is not None and len(cpu) == 2 else {}),
     }
 
 
@@ -216,12 +261,20 @@ def http_phase(args, queries: list[str], *, batching: bool, max_batch_size: int,
     server = start_inference_server(workdir, overrides=overrides, timeout=600)
     with running(server):
         port = int(server.url.rsplit(":", 1)[1])
-        return run_client(closed_loop(port, queries, concurrency or args.concurrency, args.duration, args.k))
+        return run_client(closed_loop(port, queries, concurrency or args.concurrency, args.duration, args.k,
+                                      server_pid=server.proc.pid))
 
 
 def _fmt(result: dict) -> str:
-    return (f"{result['qps']:8.1f} q/s   p50 {result['p50_ms']:7.1f} ms   p95 {result['p95_ms']:7.1f} ms   "
+    line = (f"{result['qps']:8.1f} q/s   p50 {result['p50_ms']:7.1f} ms   p95 {result['p95_ms']:7.1f} ms   "
             f"p99 {result['p99_ms']:7.1f} ms   ({result['ok']} ok, {result['failed']} failed)")
+    cpu = result.get("cpu")
+    if cpu:
+        line += (f"\n      CPU: server event loop {cpu['loop_cores']:.2f} cores ({cpu['loop_us']:.0f} us/request), "
+                 f"server's other threads (model instances, request log) {cpu['other_cores']:.2f} "
+                 f"({cpu['other_us']:.0f} us/request), load generator {cpu['client_cores']:.2f} "
+                 f"({cpu['client_us']:.0f} us/request), idle {cpu['idle_cores']:.2f} of {os.cpu_count()}")
+    return line
 
 
 def run_backend(args, queries: list[str], model: dict, workdir: Path) -> dict:

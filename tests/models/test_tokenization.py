@@ -17,6 +17,18 @@ def test_fast_tokenizer_matches_transformers(encoder_backend):
     assert max(ours.lengths) == 128
 
 
+def test_serial_and_batched_tokenisation_agree(encoder_backend):
+    """Serving windows are encoded text by text (holding the GIL), larger lists by encode_batch: the
+    same ids either way, truncation included."""
+    from inference_server.models.tokenization import SERIAL_UP_TO
+
+    many = (TEXTS * (SERIAL_UP_TO // len(TEXTS) + 1))[:SERIAL_UP_TO + 1]
+    batched = encoder_backend.tokenize(many)          # one more than the serial limit: encode_batch
+    serial = encoder_backend.tokenize(many[:-1])      # at the limit: one by one
+    assert [list(ids) for ids in serial.ids] == [list(ids) for ids in batched.ids[:-1]]
+    assert serial.lengths == batched.lengths[:-1] and max(serial.lengths) == 128
+
+
 def test_select_pads_to_the_batch_longest_only(encoder_backend):
     tokens = encoder_backend.tokenize(TEXTS)
     short = tokens.select([0, 2])

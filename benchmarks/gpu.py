@@ -152,6 +152,7 @@ def http(best_name, spec, args, queries):
             "batching": {"enabled": True, "max_batch_size": best_size, "instances": 1, "max_queue_delay_ms": 2.0,
                          "max_queue_size": 8192},
             "request_log": {"enabled": True, "path": str(workdir / "requests.jsonl")},
+            "model_repository": {"enabled": False},   # serve `model:` (the repository's version is torch)
         }
         server = start_inference_server(workdir, overrides=overrides, timeout=600)
         with running(server):

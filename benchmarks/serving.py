@@ -8,7 +8,9 @@ backend, i.e. torch with dtype auto, then onnxruntime float32 and torch float32 
   (b) HTTP closed loop: throughput and p50/p95/p99 latency of POST /v1/search with N concurrent
       clients against a server subprocess with dynamic batching on;
   (c) the same with batching off (max batch 1);
-then (b)/(a) (target >= 0.85) and (b)/(c) (target >= 1.5). Under (b) and (c), the CPU each part
+then (b)/(a) (target >= 0.85) and (b)/(c) (target >= 1.5). The server serves the backend under test
+(its `model:` section, model repository off, so the lifecycle's traffic policy and feedback join are
+not in the path). Under (b) and (c), the CPU each part
 used over the measured window: the server's event loop (its main thread), its other threads (model
 instances, request log writer), the load generator, and what stayed idle.
 
@@ -52,7 +54,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="model instances for (a) and the server (default: sweep 1 and one per core)")
     parser.add_argument("--max-queue-delay-ms", type=float, default=2.0, help="server batching delay (default 2)")
     parser.add_argument("--backends", default="torch:auto,onnxruntime:float32,torch:float32",
-                        help="backend:dtype[:quantization] list; the first is the default backend (default: "
+                        help="backend:dtype[:quantization[:torch_graph]] list, e.g. torch:auto:none:eager; the first is the "
+                             "default backend (default: "
                              "torch:auto,onnxruntime:float32,torch:float32)")
     parser.add_argument("--cache-dir", default=str(REPO_ROOT / "var" / "cache" / "embeddings"),
                         help="embedding cache shared by (a) and the server")
@@ -62,9 +65,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 # -- (a) in-process ----------------------------------------------------------------------------
 
 def parse_backend(text: str) -> dict:
+    """backend:dtype[:quantization[:torch_graph]] -> ModelSpec fields (torch_graph: torch only)."""
     parts = text.strip().split(":")
-    return {"backend": parts[0], "dtype": parts[1] if len(parts) > 1 else "auto",
-            "quantization": parts[2] if len(parts) > 2 else "none"}
+    model = {"backend": parts[0], "dtype": parts[1] if len(parts) > 1 else "auto",
+             "quantization": parts[2] if len(parts) > 2 else "none"}
+    if len(parts) > 3:
+        model["torch_graph"] = parts[3]
+    return model
 
 
 def in_process_sweep(args, queries: list[str], model: dict):
@@ -116,7 +123,7 @@ def in_process_sweep(args, queries: list[str], model: dict):
         for thread in threads:
             thread.join()
         results[(instances, size)] = sum(counts) / (time.perf_counter() - started)
-    described = f"{backend.backend_name}/{backend.dtype}"
+    described = f"{backend.backend_name}/{backend.dtype}" + (f"/{backend.graph}" if getattr(backend, "graph", None) else "")
     backend.close()
     best = max(results, key=results.get)
     return best, results[best], results, described, parity
@@ -257,6 +264,9 @@ def http_phase(args, queries: list[str], *, batching: bool, max_batch_size: int,
         "batching": {"enabled": batching, "max_batch_size": max_batch_size, "instances": instances,
                      "max_queue_delay_ms": args.max_queue_delay_ms, "max_queue_size": 4 * args.concurrency + 64},
         "request_log": {"enabled": True, "path": str(workdir / "requests.jsonl")},
+        # Serve the `model:` section: with the model repository on, its version's model.yaml (torch,
+        # dtype auto) would be served whatever backend is under test.
+        "model_repository": {"enabled": False},
     }
     server = start_inference_server(workdir, overrides=overrides, timeout=600)
     with running(server):
@@ -327,7 +337,7 @@ def main(argv=None) -> int:
     print("\nsummary (one run, same machine):")
     first = results[0]["a"] if results else float("nan")
     for r in results:
-        print(f"  {r['backend']:22s} (a) {r['a']:7.1f} q/s ({r['a'] / first:4.2f}x the first)   "
+        print(f"  {r['backend']:30s} (a) {r['a']:7.1f} q/s ({r['a'] / first:4.2f}x the first)   "
               f"(b) {r['b']['qps']:7.1f} q/s p99 {r['b']['p99_ms']:6.1f} ms   (c) {r['c']['qps']:7.1f} q/s   "
               f"(b)/(a) {r['ratio_a']:.2f}   (b)/(c) {r['ratio_c']:.2f}   parity "
               f"{'pass' if r['parity'].passed else 'FAIL'}")

@@ -140,7 +140,7 @@ class VersionEntry:
     config: VersionConfig
 
     def model_spec(self, base: ModelSpec, state_dir: Path) -> ModelSpec:
-        """The backend spec: paths resolved, device/threads from the server's `model:` section."""
+        """The backend spec: paths resolved, device/threads/graph from the server's `model:` section."""
         weights = self._resolve(self.config.weights)
         tokenizer = self._resolve(self.config.tokenizer)
         if tokenizer is not None and tokenizer != (weights or resolve_weights_dir(ModelSpec())):
@@ -150,6 +150,7 @@ class VersionEntry:
                          weights=str(weights) if weights is not None else None,
                          device=self.config.device or base.device, dtype=self.config.dtype,
                          max_seq_length=self.config.max_seq_length, num_threads=base.num_threads,
+                         torch_graph=base.torch_graph,
                          quantization=base.quantization, cache_dir=base.cache_dir, parity_gate=base.parity_gate,
                          engine_max_batch_size=base.engine_max_batch_size,
                          engine_opt_batch_size=base.engine_opt_batch_size)

@@ -338,11 +338,13 @@ class DynamicBatcher:
         self._running += len(window)
         task = asyncio.get_running_loop().create_task(self._run_window_guarded(window))
         self._inflight.add(task)
-        task.add_done_callback(lambda done: self._window_done(done, len(window)))
+        task.add_done_callback(lambda done: self._window_done(done, window))
 
-    def _window_done(self, task: asyncio.Task, texts: int) -> None:
+    def _window_done(self, task: asyncio.Task, window: list[_Text]) -> None:
         self._inflight.discard(task)
-        self._running -= texts
+        self._running -= len(window)
+        if window is self._ahead_window:   # ended without beginning (failed or cancelled)
+            self._ahead_window = None
         if self._ahead:          # the window taken ahead has this instance now
             self._ahead -= 1
         else:

@@ -74,8 +74,9 @@ def test_spec_and_batching_resolution(tmp_path):
     write(tmp_path, "4", "weights: w\ndtype: float32\ndevice: cpu\nbatching: {max_batch_size: 8}\n")
     (tmp_path / "minilm" / "4" / "w").mkdir()
     entry = ModelRepository(tmp_path, tmp_path / "state").entry("minilm", "4")
-    spec = entry.model_spec(ModelSpec(device="auto", num_threads=2), tmp_path / "state")
+    spec = entry.model_spec(ModelSpec(device="auto", num_threads=2, torch_graph="eager"), tmp_path / "state")
     assert (spec.name, spec.version, spec.dtype, spec.device, spec.num_threads) == ("minilm", "4", "float32", "cpu", 2)
+    assert spec.torch_graph == "eager"   # the server's `model.torch_graph` applies to repository versions
     assert spec.weights == str((tmp_path / "minilm" / "4" / "w").resolve())
     merged = entry.config.batching.apply(BatchingConfig(max_batch_size=32, max_queue_size=100))
     assert (merged.max_batch_size, merged.max_queue_size) == (8, 100)

@@ -10,9 +10,9 @@ backend, i.e. torch with dtype auto, then onnxruntime float32 and torch float32 
   (c) the same with batching off (max batch 1);
 then (b)/(a) (target >= 0.85) and (b)/(c) (target >= 1.5). The server serves the backend under test
 (its `model:` section, model repository off, so the lifecycle's traffic policy and feedback join are
-not in the path). Under (b) and (c), the CPU each part
-used over the measured window: the server's event loop (its main thread), its other threads (model
-instances, request log writer), the load generator, and what stayed idle.
+not in the path). Under (b) and (c), the CPU each part used over the measured window: the server's
+event loop (its main thread), its other threads (model instances, request log writer), the load
+generator, and what stayed idle.
 
 The load generator is a minimal keep-alive HTTP/1.1 client on raw asyncio streams (on uvloop), so it
 takes as little CPU as possible from the server on a small machine.

@@ -243,12 +243,11 @@ async def closed_loop(port: int, queries: list[str], concurrency: int, duration:
 
 
 def run_client(coroutine):
-    """Run a load-generator coroutine on uvloop when installed: less client CPU taken from the server."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coroutine)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+    """Run a load-generator coroutine on the server's `auto` loop (uvloop when installed): less client
+    CPU taken from the server."""
+    from inference_server.api.app import event_loop_factory
+
+    with asyncio.Runner(loop_factory=event_loop_factory("auto")) as runner:
         return runner.run(coroutine)
 
 

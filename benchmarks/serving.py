@@ -8,7 +8,14 @@ backend, i.e. torch with dtype auto, then onnxruntime float32 and torch float32 
   (b) HTTP closed loop: throughput and p50/p95/p99 latency of POST /v1/search with N concurrent
       clients against a server subprocess with dynamic batching on;
   (c) the same with batching off (max batch 1);
-then (b)/(a) (target >= 0.85) and (b)/(c) (target >= 1.5). The server serves the backend under test
+then (b)/(a) (target >= 0.85) and (b)/(c) (target >= 1.5). Once per run, before the backends:
+  (d) the HTTP path alone: (b) against a model that costs nothing (benchmarks/null_model_server.py)
+      over a catalog so small that top-k costs nothing either. Its CPU per request (event loop, other
+      server threads, load generator) plus the model's at (a) gives each backend's ceiling for (b)
+      on these cores: 1 / (1/(a) + (d)'s CPU per request / cores), what (b) would reach with no core
+      ever idle. When that ceiling is below 0.85 x (a), the target cannot be met on this machine
+      without making the HTTP path itself cheaper.
+The server serves the backend under test
 (its `model:` section, model repository off, so the lifecycle's traffic policy and feedback join are
 not in the path). Under (b) and (c), the CPU each part used over the measured window: the server's
 event loop (its main thread), its other threads (model instances, request log writer), the load
@@ -252,14 +259,15 @@ def run_client(coroutine):
 
 
 def http_phase(args, queries: list[str], *, batching: bool, max_batch_size: int, instances: int,
-               workdir: Path, model: dict, concurrency: Optional[int] = None) -> dict:
+               workdir: Path, model: dict, concurrency: Optional[int] = None,
+               command: Optional[list[str]] = None, catalog_size: Optional[int] = None) -> dict:
     from devstack.processes import running
     from devstack.components import start_inference_server
 
     overrides = {
         "server": {"request_timeout_ms": 30000},
         "model": {"num_threads": args.num_threads, **model},
-        "catalog": {"num_products": args.catalog_size, "num_queries": 500, "cache_dir": args.cache_dir},
+        "catalog": {"num_products": catalog_size or args.catalog_size, "num_queries": 500, "cache_dir": args.cache_dir},
         "batching": {"enabled": batching, "max_batch_size": max_batch_size, "instances": instances,
                      "max_queue_delay_ms": args.max_queue_delay_ms, "max_queue_size": 4 * args.concurrency + 64},
         "request_log": {"enabled": True, "path": str(workdir / "requests.jsonl")},
@@ -267,11 +275,35 @@ def http_phase(args, queries: list[str], *, batching: bool, max_batch_size: int,
         # dtype auto) would be served whatever backend is under test.
         "model_repository": {"enabled": False},
     }
-    server = start_inference_server(workdir, overrides=overrides, timeout=600)
+    server = start_inference_server(workdir, overrides=overrides, timeout=600, command=command)
     with running(server):
         port = int(server.url.rsplit(":", 1)[1])
         return run_client(closed_loop(port, queries, concurrency or args.concurrency, args.duration, args.k,
                                       server_pid=server.proc.pid))
+
+
+# (d)'s catalog: big enough for k results, so small that the top-k (part of (a)) costs next to nothing.
+NULL_MODEL_CATALOG = 100
+
+
+def http_path_alone(args, queries: list[str], *, max_batch_size: int, instances: int, workdir: Path) -> dict:
+    """(d): (b) with a model that costs almost nothing (benchmarks/null_model_server.py) over a
+    NULL_MODEL_CATALOG-product catalog: what is left is the HTTP path (HTTP, JSON, validation,
+    routing, batching, metrics, request log) and the load generator."""
+    return http_phase(args, queries, batching=True, max_batch_size=max_batch_size, instances=instances,
+                      workdir=workdir, model={"parity_gate": False}, catalog_size=NULL_MODEL_CATALOG,
+                      command=[sys.executable, str(REPO_ROOT / "benchmarks" / "null_model_server.py")])
+
+
+def ceiling(a_qps: float, path: dict) -> float:
+    """The most (b) can reach on this machine's cores when each request costs the model's CPU at (a)
+    (cores / (a)) plus the HTTP path's and the load generator's as measured in (d), with no core ever
+    idle: 1 / (1/(a) + (d)'s CPU per request / cores)."""
+    cpu = path.get("cpu")
+    if not cpu or a_qps <= 0:
+        return float("nan")
+    per_request_s = (cpu["loop_us"] + cpu["other_us"] + cpu["client_us"]) / 1e6
+    return 1.0 / (1.0 / a_qps + per_request_s / os.cpu_count())
 
 
 def _fmt(result: dict) -> str:
@@ -286,7 +318,7 @@ def _fmt(result: dict) -> str:
     return line
 
 
-def run_backend(args, queries: list[str], model: dict, workdir: Path) -> dict:
+def run_backend(args, queries: list[str], model: dict, workdir: Path, path: Optional[dict] = None) -> dict:
     """(a), (b), (c) and the ratios for one backend; printed as they come."""
     (best_instances, best_size), best_qps, sweep, described, parity = in_process_sweep(args, queries, model)
     print(f"== backend {described} ({model})", flush=True)
@@ -312,8 +344,13 @@ def run_backend(args, queries: list[str], model: dict, workdir: Path) -> dict:
     ok_a, ok_c = ratio_a >= TARGET_HTTP_VS_INPROCESS, ratio_c >= TARGET_BATCHING_GAIN
     print(f"(b)/(a) = {ratio_a:.2f}   target >= {TARGET_HTTP_VS_INPROCESS}: {'met' if ok_a else 'NOT met'}")
     print(f"(b)/(c) = {ratio_c:.2f}   target >= {TARGET_BATCHING_GAIN}: {'met' if ok_c else 'NOT met'}", flush=True)
+    bound = ceiling(best_qps, path) if path is not None else float("nan")
+    if path is not None:
+        print(f"ceiling of (b) on these {os.cpu_count()} cores (model CPU as in (a) + HTTP path CPU as in (d), no core "
+              f"idle): {bound:.1f} q/s = {bound / best_qps:.2f} of (a); (b) reached {batched['qps'] / bound:.2f} of it",
+              flush=True)
     return {"backend": described, "a": best_qps, "b": batched, "c": single, "ratio_a": ratio_a, "ratio_c": ratio_c,
-            "parity": parity}
+            "parity": parity, "ceiling": bound}
 
 
 def main(argv=None) -> int:
@@ -329,8 +366,15 @@ def main(argv=None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     results = []
     try:
+        from inference_server.models.backend import usable_cpu_count
+        from inference_server.serving.batching import MAX_AUTO_INSTANCES
+
+        instances = args.instances or min(usable_cpu_count(), MAX_AUTO_INSTANCES)
+        path = http_path_alone(args, queries, max_batch_size=32, instances=instances, workdir=workdir / "null-model")
+        print(f"(d) HTTP /v1/search with a model that costs nothing ({NULL_MODEL_CATALOG}-product catalog, max batch 32, "
+              f"{instances} instances): {_fmt(path)}", flush=True)
         for model in models:
-            results.append(run_backend(args, queries, model, workdir))
+            results.append(run_backend(args, queries, model, workdir, path))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print("\nsummary (one run, same machine):")
@@ -338,8 +382,8 @@ def main(argv=None) -> int:
     for r in results:
         print(f"  {r['backend']:30s} (a) {r['a']:7.1f} q/s ({r['a'] / first:4.2f}x the first)   "
               f"(b) {r['b']['qps']:7.1f} q/s p99 {r['b']['p99_ms']:6.1f} ms   (c) {r['c']['qps']:7.1f} q/s   "
-              f"(b)/(a) {r['ratio_a']:.2f}   (b)/(c) {r['ratio_c']:.2f}   parity "
-              f"{'pass' if r['parity'].passed else 'FAIL'}")
+              f"(b)/(a) {r['ratio_a']:.2f}   (b)/(c) {r['ratio_c']:.2f}   ceiling/(a) {r['ceiling'] / r['a']:.2f}   "
+              f"parity {'pass' if r['parity'].passed else 'FAIL'}")
     return 0
 
 

@@ -63,10 +63,13 @@ def start_inference_server(
     *,
     timeout: float = 120.0,
     env: Optional[dict[str, str]] = None,
+    command: Optional[list[str]] = None,
 ) -> ManagedProcess:
     """Start the server with the test config deep-merged with `overrides`; wait for /readyz.
 
-    The returned ManagedProcess has `url` (http://127.0.0.1:<port>) and `extra["config_path"]`.
+    `command` replaces `python -m inference_server` (a launcher taking the same arguments, e.g. the
+    serving benchmark's, which registers a backend first). The returned ManagedProcess has `url`
+    (http://127.0.0.1:<port>) and `extra["config_path"]`.
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -83,7 +86,8 @@ def start_inference_server(
         **(env or {}),
     }
     register_versions(config_path, env=child_env, timeout=timeout)
-    return launch("inference_server", [sys.executable, "-m", "inference_server", "--config", str(config_path)],
+    command = command or [sys.executable, "-m", "inference_server"]
+    return launch("inference_server", [*command, "--config", str(config_path)],
                   workdir=workdir, url=f"http://127.0.0.1:{config['server']['port']}", ready_path="/readyz",
                   timeout=timeout, env=child_env, cwd=REPO_ROOT,
                   extra={"config_path": config_path, "config": config})

@@ -22,6 +22,7 @@ from inference_server.api.context import CATALOG_UPDATER, CONFIG, REQUEST_CONTEX
 from inference_server.catalog import CatalogError, Product
 from inference_server.catalog.changes import CatalogChanges
 from inference_server.errors import ApiError
+from inference_server.api.responses import json_response
 from inference_server.api.schemas import CatalogChangeRequest, FaultRequest, PromoteRequest, TrafficRequest, read_json, validate_body, validate_version
 
 __all__ = ["ADMIN_AUTH", "AdminConfig", "add_admin_routes"]
@@ -95,14 +96,14 @@ async def _body(request: web.Request, model: type) -> dict:
 
 async def list_versions(request: web.Request, lc: ModelLifecycle) -> web.Response:
     """Every version of the repository with state, traffic, health and evaluation; the split; faults."""
-    return web.json_response(lc.describe())
+    return json_response(lc.describe())
 
 
 async def load_version(request: web.Request, lc: ModelLifecycle) -> web.Response:
     """Load, health-check and warm up a version (answers when it is ready; serving continues meanwhile)."""
     _model(request, lc)
     mv = await lc.load(_version(request))
-    return web.json_response({"model": mv.name, "version": mv.version, "state": mv.state, "health": mv.health})
+    return json_response({"model": mv.name, "version": mv.version, "state": mv.state, "health": mv.health})
 
 
 async def unload_version(request: web.Request, lc: ModelLifecycle) -> web.Response:
@@ -110,14 +111,14 @@ async def unload_version(request: web.Request, lc: ModelLifecycle) -> web.Respon
     _model(request, lc)
     version = _version(request)
     await lc.unload(version)
-    return web.json_response({"model": lc.model, "version": version, "state": "unloaded"})
+    return json_response({"model": lc.model, "version": version, "state": "unloaded"})
 
 
 async def reload_version(request: web.Request, lc: ModelLifecycle) -> web.Response:
     """Load a fresh instance of a ready version and swap it in atomically."""
     _model(request, lc)
     mv = await lc.reload(_version(request))
-    return web.json_response({"model": mv.name, "version": mv.version, "state": mv.state, "health": mv.health})
+    return json_response({"model": mv.name, "version": mv.version, "state": mv.state, "health": mv.health})
 
 
 def _split_json(lc: ModelLifecycle) -> dict:
@@ -132,7 +133,7 @@ async def set_traffic(request: web.Request, lc: ModelLifecycle) -> web.Response:
     body = await _body(request, TRAFFIC_BODY)
     weights = body["weights"]
     lc.set_traffic(weights, body.get("shadow") or [])
-    return web.json_response(_split_json(lc))
+    return json_response(_split_json(lc))
 
 
 async def promote(request: web.Request, lc: ModelLifecycle) -> web.Response:
@@ -140,19 +141,19 @@ async def promote(request: web.Request, lc: ModelLifecycle) -> web.Response:
     _model(request, lc)
     body = await _body(request, PROMOTE_BODY)
     lc.promote(body["version"])
-    return web.json_response(_split_json(lc))
+    return json_response(_split_json(lc))
 
 
 async def rollback(request: web.Request, lc: ModelLifecycle) -> web.Response:
     """Restore the previous stable split."""
     _model(request, lc)
     lc.rollback()
-    return web.json_response(_split_json(lc))
+    return json_response(_split_json(lc))
 
 
 async def get_faults(request: web.Request, lc: ModelLifecycle) -> web.Response:
     """The active fault drill, if any."""
-    return web.json_response({"fault": lc.faults.describe()})
+    return json_response({"fault": lc.faults.describe()})
 
 
 async def set_faults(request: web.Request, lc: ModelLifecycle) -> web.Response:
@@ -165,13 +166,13 @@ async def set_faults(request: web.Request, lc: ModelLifecycle) -> web.Response:
     except FaultError as exc:
         raise ApiError(400, "validation", str(exc), field=exc.field) from None
     log.warning("fault drill set: %s", lc.faults.describe())
-    return web.json_response({"fault": lc.faults.describe()})
+    return json_response({"fault": lc.faults.describe()})
 
 
 async def clear_faults(request: web.Request, lc: ModelLifecycle) -> web.Response:
     """End the fault drill."""
     cleared = lc.faults.clear()
-    return web.json_response({"fault": None, "cleared": cleared})
+    return json_response({"fault": None, "cleared": cleared})
 
 
 async def change_catalog(request: web.Request, lc: ModelLifecycle) -> web.Response:
@@ -187,7 +188,7 @@ async def change_catalog(request: web.Request, lc: ModelLifecycle) -> web.Respon
     except Exception as exc:  # noqa: BLE001 - e.g. the encoder failed: nothing was applied, retry later
         raise ApiError(503, "catalog_update_failed", f"the change was not applied: {type(exc).__name__}: {exc}",
                        retry_after=1) from None
-    return web.json_response({"upserted": result.upserted, "removed": result.removed,
+    return json_response({"upserted": result.upserted, "removed": result.removed,
                               "catalog_products": result.catalog_products,
                               "apply_seconds": round(result.apply_seconds, 4), "versions": result.versions})
 

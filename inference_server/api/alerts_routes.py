@@ -34,6 +34,7 @@ from inference_server.lifecycle.manager import ModelLifecycle
 from inference_server.api.context import CONFIG, REQUEST_CONTEXT, RouteSpec, add_route
 from inference_server.config import ConfigError
 from inference_server.errors import ApiError
+from inference_server.api.responses import json_response
 from inference_server.api.schemas import AlertmanagerPayload, read_json, validate_model
 
 __all__ = ["ALERTS_AUTH", "add_alert_routes", "parse_payload"]
@@ -109,7 +110,7 @@ async def receive_alerts(request: web.Request) -> web.Response:
                 f": {result['detail']}" if result.get("detail") else "", ctx.request_id)
         results.append(result)
     split = lc.router.split
-    return web.json_response({"results": results, "traffic": {"weights": split.as_percent(),
+    return json_response({"results": results, "traffic": {"weights": split.as_percent(),
                                                                "shadow": sorted(split.shadow)}})
 
 

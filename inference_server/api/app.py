@@ -199,9 +199,10 @@ async def lifecycle_context(app: web.Application) -> AsyncIterator[None]:
             await lifecycle.close()
 
 
-def serve(config: AppConfig) -> None:
-    """Run the server until SIGINT/SIGTERM, then drain (the CLI's last step)."""
-    app = create_app(config)
+def serve(config: AppConfig, *, backend_factory: Optional[BackendFactory] = None) -> None:
+    """Run the server until SIGINT/SIGTERM, then drain (the CLI's last step; `backend_factory` as in
+    `create_app`)."""
+    app = create_app(config, backend_factory=backend_factory)
     access_log = logging.getLogger("aiohttp.access") if config.server.access_log else None
     sys.setswitchinterval(config.server.gil_switch_interval_ms / 1000.0)
     with asyncio.Runner(loop_factory=event_loop_factory(config.server.event_loop)) as runner:

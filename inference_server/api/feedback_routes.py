@@ -30,6 +30,7 @@ from inference_server.api.context import LIFECYCLE
 from inference_server.api.context import CONFIG, REQUEST_LOG, RouteSpec, add_route
 from inference_server.config import ConfigError, FeedbackConfig
 from inference_server.errors import ApiError
+from inference_server.api.responses import json_response
 from inference_server.api.schemas import FEEDBACK_BODY, read_json
 from inference_server.lifecycle.feedback import FeedbackResult
 
@@ -109,14 +110,14 @@ async def post_feedback(request: web.Request) -> web.Response:
         if len(events) > limit:
             raise ApiError.validation(f"events has {len(events)} entries, over the limit of {limit}", "events")
         request.app[FEEDBACK_RATE].take(source, len(events))
-        return web.json_response(_ingest(request, events).as_json())
+        return json_response(_ingest(request, events).as_json())
     request.app[FEEDBACK_RATE].take(source, 1)
     result = _ingest(request, [body])
     if result.rejected:
         rejected = result.rejected[0]
         raise ApiError(_STATUS.get(rejected["code"], 400), rejected["code"], rejected["message"],
                        field=rejected.get("field"))
-    return web.json_response(result.as_json())
+    return json_response(result.as_json())
 
 
 def add_feedback_routes(app: web.Application) -> None:

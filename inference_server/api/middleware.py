@@ -23,6 +23,7 @@ from inference_server.api.context import (
     route_spec_for,
 )
 from inference_server.api.connections import CONNECTION_GUARD, ConnectionGuard
+from inference_server.api.responses import json_response
 from inference_server.api.schemas import BODY_TIMEOUT
 from inference_server.errors import INTERNAL_ERROR, REJECTION_REASONS, ApiError, error_body
 
@@ -59,7 +60,7 @@ def _from_http_exception(exc: web.HTTPException, request: web.Request) -> tuple[
     else:
         message = exc.text or exc.reason
     headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after", "www-authenticate")}
-    return web.json_response(error_body(code, message), status=exc.status, headers=headers), code
+    return json_response(error_body(code, message), status=exc.status, headers=headers), code
 
 
 @web.middleware
@@ -98,12 +99,12 @@ async def observe_requests(request: web.Request, handler) -> web.StreamResponse:
             # The client closed the connection mid-request (e.g. mid-body): its doing, not a 5xx.
             log.info("client closed the connection during %s %s (request_id=%s)", request.method, request.path,
                      ctx.request_id)
-            response = web.json_response(error_body("client_closed", "the client closed the connection"),
+            response = json_response(error_body("client_closed", "the client closed the connection"),
                                          status=CLIENT_CLOSED)
             ctx.error_code = "client_closed"
         except Exception:
             log.exception("unhandled error on %s %s (request_id=%s)", request.method, request.path, ctx.request_id)
-            response = web.json_response(
+            response = json_response(
                 error_body(INTERNAL_ERROR, f"internal error; quote request id {ctx.request_id}"), status=500
             )
             ctx.error_code = INTERNAL_ERROR
@@ -154,4 +155,4 @@ def error_response(exc: ApiError) -> web.Response:
     headers = dict(exc.headers)
     if exc.retry_after is not None:
         headers["Retry-After"] = str(exc.retry_after)
-    return web.json_response(error_body(exc.code, exc.message, exc.field), status=exc.status, headers=headers)
+    return json_response(error_body(exc.code, exc.message, exc.field), status=exc.status, headers=headers)

@@ -10,6 +10,7 @@ from inference_server.api.context import METRICS, SERVING_STATE, RouteSpec, add_
 from inference_server.api.middleware import error_response
 from inference_server.serving.metrics import render_metrics
 from inference_server.api.openapi import build_openapi
+from inference_server.api.responses import json_response
 
 __all__ = ["add_ops_routes"]
 
@@ -18,7 +19,7 @@ _OPENAPI_CACHE = web.AppKey("openapi_cache", dict)
 
 async def healthz(request: web.Request) -> web.Response:
     """Liveness: the process serves HTTP (model state does not matter here)."""
-    return web.json_response({"status": "ok"})
+    return json_response({"status": "ok"})
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -32,7 +33,7 @@ async def readyz(request: web.Request) -> web.Response:
     ready = state.ready_versions()
     if not ready:
         return error_response(state.not_ready_error())
-    return web.json_response(
+    return json_response(
         {"status": "ready", "models": [{"name": mv.name, "version": mv.version} for mv in ready]}
     )
 

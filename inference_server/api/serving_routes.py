@@ -14,6 +14,7 @@ from inference_server.api.context import CONFIG, REQUEST_CONTEXT, SCHEMAS, SERVI
 from inference_server.errors import ApiError
 from inference_server.serving.scoring import Scored, score_endpoint
 from inference_server.serving.state import ModelVersion, RoutingContext, ServedResponse, ServingState
+from inference_server.api.responses import json_response
 from inference_server.api.schemas import read_json_body
 
 __all__ = ["add_serving_routes"]
@@ -61,7 +62,7 @@ def _answer(state: ServingState, ctx: RequestContext, body: dict, scored: Scored
             shadows=ctx.extra.get("shadows", ()),
         )
     )
-    return web.json_response(
+    return json_response(
         {"request_id": ctx.request_id, "model": ctx.model, "version": ctx.version, "results": results}
     )
 
@@ -114,7 +115,7 @@ async def list_models(request: web.Request) -> web.Response:
     """What is loaded, with state, placement, traffic share and health per version."""
     state = request.app[SERVING_STATE]
     catalog = state.catalog
-    return web.json_response(
+    return json_response(
         {
             "models": [mv.describe() for mv in state.versions()],
             "default_model": state.default_model,

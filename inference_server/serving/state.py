@@ -259,6 +259,7 @@ Observer = Callable[[ServedResponse], Optional[Awaitable[None]]]
 RequestHook = Callable[[ModelVersion], Awaitable[None]]
 
 
+@functools.lru_cache(maxsize=4096)   # routing sorts versions on every request; versions are few
 def _version_sort_key(version: str) -> tuple:
     return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"[._-]", version))
 

@@ -96,3 +96,25 @@ def test_salt_from_file_wins_over_env(tmp_path, monkeypatch):
     assert request_log.hash_user("u") == hashlib.sha256(b"file-salt\x00u").hexdigest()
     env_only = RequestLog(RequestLogConfig(enabled=False, user_id_salt_env="MY_SALT"))
     assert env_only.hash_user("u") == hashlib.sha256(b"env-salt\x00u").hexdigest()
+
+
+def test_lines_reach_the_file_while_the_server_runs_and_odd_text_is_kept(tmp_path):
+    # The writer lingers between batches (fewer wake-ups under load); lines must still arrive without a
+    # close, and a query holding a lone surrogate (valid JSON escape, not UTF-8) is written escaped.
+    import time
+
+    path = tmp_path / "live.jsonl"
+    request_log = RequestLog(RequestLogConfig(path=str(path)), salt=b"s")
+    try:
+        for i in range(3):
+            request_log.write(request_id=f"r{i}", method="POST", path="/v1/search", endpoint="search", status=200,
+                              total_seconds=0.01, query="caf\u00e9 \ud800" if i == 2 else "drill")
+            time.sleep(0.02)
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and (not path.exists() or len(path.read_text().splitlines()) < 3):
+            time.sleep(0.02)
+        records = _lines(path)
+    finally:
+        request_log.close()
+    assert [r["request_id"] for r in records] == ["r0", "r1", "r2"]
+    assert records[2]["query"] == "caf\u00e9 \ud800"

@@ -334,6 +334,29 @@ async def read_json(request: web.Request, max_body_bytes: int) -> Any:
     declared = request.content_length
     if declared is not None and declared > max_body_bytes:
         raise _too_large(max_body_bytes)
+    if request.content.is_eof():
+        # The whole body came with the headers (a small request): nothing to wait for, so no timer.
+        body = await request.content.read()
+        if len(body) > max_body_bytes:
+            raise _too_large(max_body_bytes)
+    else:
+        body = await _read_slow_body(request, max_body_bytes)
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, "invalid_encoding", f"body is not valid UTF-8 (byte {exc.start})") from None
+    if not text.strip():
+        raise ApiError(400, "invalid_json", "body is empty; expected a JSON object")
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise ApiError(400, "invalid_json", f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except (ValueError, RecursionError) as exc:
+        raise ApiError(400, "invalid_json", f"invalid JSON: {exc}") from None
+
+
+async def _read_slow_body(request: web.Request, max_body_bytes: int) -> bytes:
+    """A body still arriving: read it within `server.body_timeout_s` and the size limit."""
     chunks: list[bytes] = []
     size = 0
     timeout = request.get(BODY_TIMEOUT)
@@ -350,19 +373,7 @@ async def read_json(request: web.Request, max_body_bytes: int) -> Any:
     except TimeoutError:
         raise ApiError(408, "timeout", f"the request body did not arrive within {timeout:g} s "
                        f"(server.body_timeout_s; {size} bytes received)") from None
-    body = b"".join(chunks)
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ApiError(400, "invalid_encoding", f"body is not valid UTF-8 (byte {exc.start})") from None
-    if not text.strip():
-        raise ApiError(400, "invalid_json", "body is empty; expected a JSON object")
-    try:
-        return json.loads(text, parse_constant=_reject_constant)
-    except json.JSONDecodeError as exc:
-        raise ApiError(400, "invalid_json", f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    except (ValueError, RecursionError) as exc:
-        raise ApiError(400, "invalid_json", f"invalid JSON: {exc}") from None
+    return b"".join(chunks)
 
 
 async def read_json_body(request: web.Request, model: type[M], max_body_bytes: int) -> dict:

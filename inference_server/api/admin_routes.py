@@ -189,8 +189,8 @@ async def change_catalog(request: web.Request, lc: ModelLifecycle) -> web.Respon
         raise ApiError(503, "catalog_update_failed", f"the change was not applied: {type(exc).__name__}: {exc}",
                        retry_after=1) from None
     return json_response({"upserted": result.upserted, "removed": result.removed,
-                              "catalog_products": result.catalog_products,
-                              "apply_seconds": round(result.apply_seconds, 4), "versions": result.versions})
+                          "catalog_products": result.catalog_products,
+                          "apply_seconds": round(result.apply_seconds, 4), "versions": result.versions})
 
 
 def add_admin_routes(app: web.Application) -> None:

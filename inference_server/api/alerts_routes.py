@@ -111,7 +111,7 @@ async def receive_alerts(request: web.Request) -> web.Response:
         results.append(result)
     split = lc.router.split
     return json_response({"results": results, "traffic": {"weights": split.as_percent(),
-                                                               "shadow": sorted(split.shadow)}})
+                                                           "shadow": sorted(split.shadow)}})
 
 
 def add_alert_routes(app: web.Application) -> None:

@@ -100,7 +100,7 @@ async def observe_requests(request: web.Request, handler) -> web.StreamResponse:
             log.info("client closed the connection during %s %s (request_id=%s)", request.method, request.path,
                      ctx.request_id)
             response = json_response(error_body("client_closed", "the client closed the connection"),
-                                         status=CLIENT_CLOSED)
+                                     status=CLIENT_CLOSED)
             ctx.error_code = "client_closed"
         except Exception:
             log.exception("unhandled error on %s %s (request_id=%s)", request.method, request.path, ctx.request_id)

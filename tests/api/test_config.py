@@ -176,7 +176,7 @@ def test_serve_runs_on_the_configured_loop_with_the_gil_switch_interval(monkeypa
         seen["switch"] = sys.getswitchinterval()
 
     monkeypatch.setattr(app_module, "run_server", fake_run_server)
-    monkeypatch.setattr(app_module, "create_app", lambda config: None)
+    monkeypatch.setattr(app_module, "create_app", lambda config, backend_factory=None: None)
     before = sys.getswitchinterval()
     try:
         app_module.serve(parse_config({"server": {"event_loop": loop, "gil_switch_interval_ms": 0.25}}))

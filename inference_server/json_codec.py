@@ -3,8 +3,8 @@
 The standard library's `json.dumps` took about a tenth of the event loop's busy time on the HTTP path
 (benchmarks/serving.py (d), a 10-result search answer); msgspec encodes the same body several times
 faster (9.3 vs 1.1 µs here). Numpy scalars and arrays are encoded as the Python values they hold; a
-string msgspec cannot write as UTF-8 (a lone surrogate decoded from a `\\ud800` escape) falls back to
-`json.dumps`, which escapes it.
+string msgspec cannot write as UTF-8 (a lone surrogate, as a `\\ud800` escape decodes to; request
+validation refuses those, so this is a safety net) falls back to `json.dumps`, which escapes it.
 """
 from __future__ import annotations
 

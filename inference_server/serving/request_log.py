@@ -93,7 +93,7 @@ class _CountingFileHandler(logging.handlers.RotatingFileHandler):
                 size += len(line)
             self.stream.write("".join(lines[start:]))
             self.stream.flush()
-        except OSError:
+        except (OSError, UnicodeError):   # UnicodeError: text the file's encoding cannot hold
             self._lost(len(lines))
         finally:
             self.release()
@@ -243,7 +243,12 @@ class _RecordWriter(logging.handlers.QueueListener):
                 except queue.Empty:
                     break
             stop = batch[-1] is self._sentinel
-            lines = [self._log.format(raw) + "\n" for raw in (batch[:-1] if stop else batch)]
+            lines = []
+            for raw in batch[:-1] if stop else batch:
+                try:
+                    lines.append(self._log.format(raw) + "\n")
+                except Exception:  # noqa: BLE001 - one bad record is counted as lost; the writer goes on
+                    self._file.handleError(None)
             if lines:
                 self._file.write_lines(lines)
             if stop:

@@ -1,5 +1,5 @@
 """Response JSON (msgspec, json_codec.py): the same JSON `json.dumps` would give for what the handlers
-return, numpy values included; never an encoder error for text a client could send."""
+return, numpy values included; never an encoder error, whatever the text."""
 from __future__ import annotations
 
 import json

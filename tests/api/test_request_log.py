@@ -100,7 +100,8 @@ def test_salt_from_file_wins_over_env(tmp_path, monkeypatch):
 
 def test_lines_reach_the_file_while_the_server_runs_and_odd_text_is_kept(tmp_path):
     # The writer lingers between batches (fewer wake-ups under load); lines must still arrive without a
-    # close, and a query holding a lone surrogate (valid JSON escape, not UTF-8) is written escaped.
+    # close. Text with a lone surrogate (a valid JSON escape, not UTF-8; the API refuses it in bodies)
+    # is written escaped: it once killed the writer thread, losing every later line.
     import time
 
     path = tmp_path / "live.jsonl"
@@ -118,3 +119,15 @@ def test_lines_reach_the_file_while_the_server_runs_and_odd_text_is_kept(tmp_pat
         request_log.close()
     assert [r["request_id"] for r in records] == ["r0", "r1", "r2"]
     assert records[2]["query"] == "caf\u00e9 \ud800"
+
+
+def test_a_record_that_cannot_be_formatted_is_counted_and_the_writer_goes_on(tmp_path):
+    lost = []
+    path = tmp_path / "r.jsonl"
+    request_log = RequestLog(RequestLogConfig(path=str(path)), salt=b"s", on_error=lambda: lost.append(1))
+    request_log.write(request_id="bad", method="POST", path="/v1/search", endpoint="search", status=200,
+                      total_seconds=0.01, result_ids=[object()])   # no JSON form
+    request_log.write(request_id="good", method="POST", path="/v1/search", endpoint="search", status=200,
+                      total_seconds=0.01)
+    request_log.close()
+    assert [r["request_id"] for r in _lines(path)] == ["good"] and lost == [1]

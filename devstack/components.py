@@ -67,8 +67,8 @@ def start_inference_server(
 ) -> ManagedProcess:
     """Start the server with the test config deep-merged with `overrides`; wait for /readyz.
 
-    `command` replaces `python -m inference_server` (a launcher taking the same arguments, e.g. the
-    serving benchmark's, which registers a backend first). The returned ManagedProcess has `url`
+    `command` replaces `python -m inference_server` (a launcher taking `--config FILE` too, e.g. the
+    serving benchmark's null-model server). The returned ManagedProcess has `url`
     (http://127.0.0.1:<port>) and `extra["config_path"]`.
     """
     workdir = Path(workdir)

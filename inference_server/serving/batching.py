@@ -316,11 +316,14 @@ class DynamicBatcher:
                 remaining = oldest + delay - loop.time()
                 if remaining <= 0:
                     break
+                # Woken by new texts or by the timer; the loop re-checks both (a timer, not wait_for,
+                # which would start a task per wait).
                 self._wakeup.clear()
+                timer = loop.call_later(remaining, self._wakeup.set)
                 try:
-                    await asyncio.wait_for(self._wakeup.wait(), timeout=remaining)
-                except asyncio.TimeoutError:
-                    break
+                    await self._wakeup.wait()
+                finally:
+                    timer.cancel()
             # Spread what waits over the free instances; under load each still gets a full window.
             share = -(-len(self._pending) // self._free)
             window = self._take_window(min(window_size, max(1, share)), loop.time())

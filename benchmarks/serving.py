@@ -92,9 +92,8 @@ def in_process_sweep(args, queries: list[str], model: dict):
     from tqdm import tqdm
 
     from inference_server.catalog import CatalogConfig, VectorIndex, load_catalog
-    from inference_server.models.backend import ModelSpec, usable_cpu_count
+    from inference_server.models.backend import ModelSpec, auto_cpu_instances
     from inference_server.models.registry import create_backend
-    from inference_server.serving.batching import MAX_AUTO_INSTANCES
 
     from inference_server.models.parity import run_gate
 
@@ -104,7 +103,7 @@ def in_process_sweep(args, queries: list[str], model: dict):
     index = VectorIndex.build(bundle.catalog, backend, args.cache_dir, progress=True)
     backend.warmup((1, 8, 32))
     sizes = [int(s) for s in args.batch_sizes.split(",") if s.strip()]
-    layouts = sorted({1, min(usable_cpu_count(), MAX_AUTO_INSTANCES)} if args.instances is None else {args.instances})
+    layouts = sorted({1, auto_cpu_instances()} if args.instances is None else {args.instances})
     per_run = max(args.duration / 4.0, 1.0)
     results: dict[tuple[int, int], float] = {}
 
@@ -171,20 +170,12 @@ async def _client(port: int, requests: list[bytes], stop_at: float, warm_until: 
 def _cpu_seconds(server_pid: Optional[int]) -> dict:
     """CPU seconds so far: the server's threads (by thread id; its main thread runs the event loop)
     and this process (the load generator)."""
-    import resource
+    import psutil
 
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    out = {"client": usage.ru_utime + usage.ru_stime, "threads": {}}
-    if server_pid is None:
-        return out
-    tick = os.sysconf("SC_CLK_TCK")
-    for tid in os.listdir(f"/proc/{server_pid}/task"):
-        try:
-            with open(f"/proc/{server_pid}/task/{tid}/stat") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-        except OSError:   # the thread ended
-            continue
-        out["threads"][int(tid)] = (int(fields[11]) + int(fields[12])) / tick
+    usage = psutil.Process().cpu_times()
+    out = {"client": usage.user + usage.system, "threads": {}}
+    if server_pid is not None:
+        out["threads"] = {t.id: t.user_time + t.system_time for t in psutil.Process(server_pid).threads()}
     return out
 
 
@@ -366,10 +357,9 @@ def main(argv=None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     results = []
     try:
-        from inference_server.models.backend import usable_cpu_count
-        from inference_server.serving.batching import MAX_AUTO_INSTANCES
+        from inference_server.models.backend import auto_cpu_instances
 
-        instances = args.instances or min(usable_cpu_count(), MAX_AUTO_INSTANCES)
+        instances = args.instances or auto_cpu_instances()
         path = http_path_alone(args, queries, max_batch_size=32, instances=instances, workdir=workdir / "null-model")
         print(f"(d) HTTP /v1/search with a model that costs nothing ({NULL_MODEL_CATALOG}-product catalog, max batch 32, "
               f"{instances} instances): {_fmt(path)}", flush=True)

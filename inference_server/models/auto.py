@@ -20,8 +20,8 @@ import threading
 import time
 from typing import Any, Optional
 
-from inference_server.models.backend import BackendUnavailable, EncoderBackend, ModelSpec, default_cache_dir, \
-    resolve_weights_dir, usable_cpu_count
+from inference_server.models.backend import BackendUnavailable, EncoderBackend, ModelSpec, auto_cpu_instances, \
+    default_cache_dir, resolve_weights_dir, usable_cpu_count
 
 __all__ = ["candidate_specs", "create_auto_backend", "machine_key"]
 
@@ -118,7 +118,7 @@ def create_auto_backend(spec: ModelSpec, *, factory=None, cuda: Optional[bool] =
     factory = factory or create_backend
     cuda = _cuda_available() if cuda is None else cuda
     candidates = candidate_specs(spec, cuda)
-    instances = 1 if cuda else min(usable_cpu_count(), 8)
+    instances = 1 if cuda else auto_cpu_instances()
     choice_path = default_cache_dir(spec) / "auto-choice.json"
     key = machine_key(spec, cuda)
     remembered = _remembered(choice_path, key)

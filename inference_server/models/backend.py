@@ -71,6 +71,16 @@ def usable_cpu_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+# Auto instances on CPU stop here: past a few, memory bandwidth, not cores, limits a small encoder.
+MAX_AUTO_INSTANCES = 8
+
+
+def auto_cpu_instances() -> int:
+    """Model instances `batching.instances: null` gives on CPU: one per usable core, at most
+    MAX_AUTO_INSTANCES."""
+    return min(usable_cpu_count(), MAX_AUTO_INSTANCES)
+
+
 def model_threads(instances: int) -> int:
     """Intra-op threads of each of `instances` model instances on CPU: the usable cores less one, which
     the event loop (HTTP, JSON, admission control) needs under load, split between the instances and

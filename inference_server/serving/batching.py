@@ -26,16 +26,13 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from inference_server.config import BatchingConfig
-from inference_server.models.backend import EncoderBackend, usable_cpu_count
+from inference_server.models.backend import EncoderBackend, auto_cpu_instances
 
 from inference_server.errors import ApiError
 from inference_server.serving.admission import AdmissionController, Overloaded
 from inference_server.serving.metrics import SHED_REASONS, ServerMetrics
 
 __all__ = ["DynamicBatcher", "EncodeResult", "Searcher", "resolve_instances"]
-
-# Auto instances stop here: past a few, memory bandwidth, not cores, limits a small encoder.
-MAX_AUTO_INSTANCES = 8
 
 # Exact top-k over the catalog index: (query vectors (m, dim), k) -> (scores (m, k'), rows (m, k')).
 Searcher = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
@@ -489,7 +486,7 @@ def resolve_instances(config: BatchingConfig, backend: EncoderBackend) -> int:
     if config.instances is not None:
         return config.instances
     if backend.device == "cpu":
-        return min(usable_cpu_count(), MAX_AUTO_INSTANCES)
+        return auto_cpu_instances()
     return 1
 
 

@@ -93,7 +93,7 @@ class _CountingFileHandler(logging.handlers.RotatingFileHandler):
                 size += len(line)
             self.stream.write("".join(lines[start:]))
             self.stream.flush()
-        except (OSError, UnicodeError):   # UnicodeError: text the file's encoding cannot hold
+        except OSError:
             self._lost(len(lines))
         finally:
             self.release()

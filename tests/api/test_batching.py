@@ -95,8 +95,8 @@ async def test_busy_instances_get_their_next_window_ahead_once_a_unit_waits(make
 
 async def test_auto_instances_follow_the_device(shared_backend):
     from inference_server.config import BatchingConfig
-    from inference_server.models.backend import usable_cpu_count
-    from inference_server.serving.batching import MAX_AUTO_INSTANCES, resolve_instances
+    from inference_server.models.backend import MAX_AUTO_INSTANCES, usable_cpu_count
+    from inference_server.serving.batching import resolve_instances
 
     assert resolve_instances(BatchingConfig(), shared_backend) == 1  # the default: lowest latency
     assert resolve_instances(BatchingConfig(instances=3), shared_backend) == 3
